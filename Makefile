@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both create .venv and install the project into it on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MIMO := $(VENV)/bin/mimo
+# The embedded default (laptop CPU, no network); `make <target> CONFIG=configs/paper.toml` for the paper setup.
+CONFIG ?= configs/sample.toml
+ARGS ?=
+
+.PHONY: install demo prepare test clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel; a looser pin would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## prepare: Stage-1 pairs, Stage-2 compositions and the teacher's worklist
+prepare: install
+	$(MIMO) prepare --config $(CONFIG) $(ARGS)
+
+## demo: the main job on the embedded sample (CPU, offline)
+demo: install
+	$(MIMO) prepare --config configs/sample.toml $(ARGS)
+
+## test: the test suite
+test: install
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf work

@@ -1,0 +1,88 @@
+"""`mimo`: the one command line for every step (prepare, teacher cache, training, eval).
+
+Each command builds its step's frozen config (defaults = the paper's, then --config FILE, then
+key=value overrides) and calls one library function. Bad input ends with a one-line `error:`
+message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Optional
+
+import typer
+
+from pipeline.config import config_to_dict, load_config
+from pipeline.errors import MimoError
+
+app = typer.Typer(
+    help="MIMO: train multilingual retrievers from a cached English teacher (prepare -> teacher-cache -> "
+    "stage1 -> stage2 -> eval). Every command takes --config FILE (.toml or .json) and key=value overrides; "
+    "dotted keys reach nested settings (stage1.min_chars=5).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+CONFIG_OPTION = typer.Option(None, "--config", "-c", help="TOML or JSON config file (e.g. configs/sample.toml).")
+OVERRIDES_ARG = typer.Argument(None, help="key=value overrides, applied after the config file.", show_default=False)
+
+
+def one_line_errors(fn):
+    """Turn MimoError into `error: <message>` on stderr and exit status 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MimoError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _steps():
+    from pipeline.prepare import PrepareConfig
+
+    return {"prepare": PrepareConfig}
+
+
+@app.command()
+@one_line_errors
+def prepare(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] = OVERRIDES_ARG):
+    """Prepare Stage-1 pairs (OPUS filters), Stage-2 compositions (mMARCO round-robin) and the teacher's worklist.
+
+    Sources per stage: hub (sentence-transformers parallel-sentences-*, unicamp-dl/mmarco), local files,
+    or the embedded sample (stage1.source=sample stage2.source=sample). Writes Parquet tables, reports and
+    the resolved config.json into out_dir, atomically.
+    """
+    from pipeline.prepare import PrepareConfig, run_prepare
+
+    cfg = load_config(PrepareConfig, "prepare", config, overrides or [])
+    run_prepare(cfg, echo=typer.echo)
+
+
+@app.command("show-config")
+@one_line_errors
+def show_config(
+    step: str = typer.Argument(..., help="Step whose config to show: prepare."),
+    config: Optional[str] = CONFIG_OPTION,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+):
+    """Print the resolved config of a step as JSON (defaults, then --config, then overrides)."""
+    steps = _steps()
+    if step not in steps:
+        raise MimoError(f"unknown step {step!r} (known: {', '.join(steps)})")
+    cfg = load_config(steps[step], step, config, overrides or [])
+    typer.echo(json.dumps(config_to_dict(cfg), indent=2, ensure_ascii=False))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

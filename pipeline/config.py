@@ -1,0 +1,208 @@
+"""Frozen dataclass configs: paper defaults, a TOML/JSON file, then `key=value` overrides.
+
+Every step has one frozen dataclass; nested dataclasses are addressed with dotted keys
+(`stage1.min_chars=5`). Unknown keys and values of the wrong type are errors that name the key
+and where it came from. The resolved config is written as JSON next to every output, and that
+file loads back with `--config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import MimoError
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _is_config(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _unknown(key: str, known, where: str) -> MimoError:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return MimoError(f"unknown config key {key!r} in {where}{hint}")
+
+
+def _coerce(value: Any, tp, key: str, where: str, from_text: bool) -> Any:
+    """Check `value` against the annotation `tp`; parse it first when it came from the command line."""
+    bad = MimoError(f"config key {key!r} in {where}: expected {_type_name(tp)}, got {value!r}")
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and (value is None or (from_text and value in ("", "none", "null"))):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, where, from_text)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise MimoError(f"config key {key!r} in {where}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if origin is tuple:
+        (item_tp, *_rest) = typing.get_args(tp)
+        if from_text and isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    raise bad from None
+            else:
+                value = [v.strip() for v in text.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return tuple(_coerce(v, item_tp, key, where, from_text) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_text and isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_text and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise TypeError(f"unsupported config annotation {tp!r} for {key}")
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _apply(cfg, updates: dict[str, Any], where: str, from_text: bool, prefix: str = ""):
+    """Return a copy of `cfg` with nested `updates` applied, every value type-checked."""
+    types_ = _field_types(type(cfg))
+    changes = {}
+    for key, value in updates.items():
+        full = prefix + key
+        if key not in types_:
+            raise _unknown(full, [prefix + k for k in types_], where)
+        tp = types_[key]
+        if _is_config(tp):
+            if not isinstance(value, dict):
+                raise MimoError(f"config key {full!r} in {where}: expected a table of keys, got {value!r}")
+            changes[key] = _apply(getattr(cfg, key), value, where, from_text, full + ".")
+        else:
+            changes[key] = _coerce(value, tp, full, where, from_text)
+    try:
+        return dataclasses.replace(cfg, **changes)
+    except MimoError as err:
+        raise MimoError(f"{where}: {err}") from None
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Turn ['a.b=1', 'c=x'] into {'a': {'b': '1'}, 'c': 'x'} (values stay text until typed)."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise MimoError(f"override {item!r} is not of the form key=value")
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise MimoError(f"override {item!r} conflicts with an earlier one")
+        node[leaf] = value
+    return nested
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise MimoError(f"config file {path} does not exist")
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+        if path.suffix == ".json":
+            return json.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise MimoError(f"config file {path} is not valid: {err}") from None
+    raise MimoError(f"config file {path}: expected a .toml or .json file")
+
+
+# The sections a setup file may hold, one per CLI step (configs/sample.toml, configs/paper.toml).
+STEPS = ("prepare", "teacher_cache", "stage1", "stage2", "sweep", "eval")
+
+
+def step_section(data: dict[str, Any], step: str, path) -> dict[str, Any]:
+    """The settings of `step` in a config file: a setup file's [step] table, or a resolved config.json."""
+    if "_step" in data:  # written by write_resolved_config: one step's settings at top level
+        if data["_step"] != step:
+            raise MimoError(f"config file {path} holds the {data['_step']!r} step's config, not {step!r}")
+        return {k: v for k, v in data.items() if k != "_step"}
+    for key in data:
+        if key not in STEPS:
+            raise _unknown(key, STEPS, f"config file {path} (top-level sections are steps)")
+    section = data.get(step, {})
+    if not isinstance(section, dict):
+        raise MimoError(f"config file {path}: [{step}] must be a table")
+    return section
+
+
+def load_config(cls, step: str, path: str | Path | None = None, overrides=()):
+    """Build `cls` from its defaults, then the [step] section of the file at `path`, then overrides."""
+    cfg = cls()
+    if path is not None:
+        data = step_section(read_config_file(path), step, path)
+        cfg = _apply(cfg, data, f"config file {path}", from_text=False)
+    if overrides:
+        cfg = _apply(cfg, parse_overrides(overrides), "the command line", from_text=True)
+    return cfg
+
+
+def config_to_dict(cfg) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            value = config_to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def write_resolved_config(cfg, out_dir: str | Path, step: str) -> Path:
+    """Write `config.json` (the resolved config; loadable with --config) into `out_dir`."""
+    path = Path(out_dir) / "config.json"
+    data = {"_step": step, **config_to_dict(cfg)}
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

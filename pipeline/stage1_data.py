@@ -1,0 +1,258 @@
+"""Stage 1 preparation: parallel pairs (t_en, t_XX) with the paper's filters (App. B.1).
+
+Sources: the sentence-transformers `parallel-sentences-*` data sets on the hub (the eight OPUS
+corpora the paper names), local files, or the embedded sample. Filters, each configurable and
+each counted per language: 10-512 characters on both sides, longer/shorter length ratio below 3,
+English-side deduplication across languages, and a cap per language.
+
+Deduplication is a draft: languages take turns, each drawing its next pair in a seeded random
+order and skipping pairs whose English side another language (or itself) already took, until
+the cap or its candidates run out. Every English anchor is used once, and languages share
+anchors fairly (a fully parallel corpus splits evenly) instead of the first language taking all.
+English itself is one of the 14 languages (Table 5): its pairs are (t_en, t_en), drawn from the
+English sides of every source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.errors import MimoError
+from pipeline.languages import LANGUAGES, check_languages
+from pipeline.readers import read_aligned_text, read_columns
+from pipeline.sample import load_sample, sample_parallel_sentences
+from pipeline.worklist import text_id
+
+OPUS_CORPORA = ("europarl", "global-voices", "jw300", "news-commentary", "opensubtitles", "talks",
+                "tatoeba", "wikimatrix")
+
+# Hub subsets are named after the language pair; a few of these data sets spell Chinese differently.
+HUB_SUBSET_NAMES = {lang: (f"en-{lang}",) for lang in LANGUAGES if lang != "en"}
+HUB_SUBSET_NAMES["zh"] = ("en-zh", "en-zh-cn", "en-zh_cn")  # talks has only en-zh-cn (and en-zh-tw)
+HUB_SUBSET_NAMES["pt"] = ("en-pt", "en-pt-br")
+
+STAGE1_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.int64()),  # position in training order
+        ("lang", pa.string()),  # language of `text`
+        ("text", pa.string()),  # t_XX: what the student encodes
+        ("english", pa.string()),  # t_en: what the teacher encoded
+        ("teacher_id", pa.string()),  # worklist text_id of t_en
+        ("source", pa.string()),  # data set, file or "sample" the pair came from
+    ]
+)
+
+FILTERS = ("empty", "too_short", "too_long", "length_ratio", "duplicate_english", "over_cap")
+
+
+@dataclass(frozen=True)
+class Stage1DataConfig:
+    source: str = "hub"  # "hub", "local" or "sample"
+    hub_datasets: tuple[str, ...] = tuple(f"sentence-transformers/parallel-sentences-{c}" for c in OPUS_CORPORA)
+    hub_split: str = "train"
+    # "LANG:PATH" (a .tsv/.jsonl/.parquet with columns english, non_english) or
+    # "LANG:EN_PATH+XX_PATH" (an OPUS Moses pair: one sentence a line, aligned by line)
+    local_files: tuple[str, ...] = ()
+    languages: tuple[str, ...] = LANGUAGES
+    min_chars: int = 10
+    max_chars: int = 512
+    max_length_ratio: float = 3.0  # longer/shorter, in characters; a pair passes when below it
+    dedup_english: bool = True
+    cap_per_language: int = 500_000
+    teacher_max_length: int = 256  # Table 6: teacher max length in Stage 1
+
+    def __post_init__(self):
+        if self.source not in ("hub", "local", "sample"):
+            raise MimoError(f"stage1.source must be hub, local or sample, not {self.source!r}")
+        check_languages(self.languages, "stage1.languages")
+        if not 0 <= self.min_chars <= self.max_chars:
+            raise MimoError("stage1.min_chars must be between 0 and stage1.max_chars")
+        if self.max_length_ratio <= 1.0:
+            raise MimoError("stage1.max_length_ratio must be above 1")
+        if self.cap_per_language < 1:
+            raise MimoError("stage1.cap_per_language must be at least 1")
+
+
+@dataclass
+class Candidates:
+    """Filtered pairs of one language, in source order."""
+
+    english: list[str]
+    other: list[str]
+    source: list[str]
+
+
+def _hub_pairs(cfg: Stage1DataConfig, lang: str) -> list[tuple[str, dict[str, list]]]:
+    import datasets  # heavy import, only for hub sources
+
+    out = []
+    for name in cfg.hub_datasets:
+        try:
+            subsets = set(datasets.get_dataset_config_names(name))
+        except Exception as err:  # the hub client raises many types; the message is what matters
+            raise MimoError(f"stage1 hub data set {name}: cannot list its subsets ({type(err).__name__}: {err})") from None
+        subset = next((s for s in HUB_SUBSET_NAMES[lang] if s in subsets), None)
+        if subset is None:
+            continue  # not every OPUS corpus covers every language
+        try:
+            ds = datasets.load_dataset(name, subset, split=cfg.hub_split)
+        except Exception as err:
+            raise MimoError(f"stage1 hub data set {name} ({subset}): cannot load ({type(err).__name__}: {err})") from None
+        missing = [c for c in ("english", "non_english") if c not in ds.column_names]
+        if missing:
+            raise MimoError(f"stage1 hub data set {name} ({subset}): missing column(s) {', '.join(missing)} "
+                            f"(found: {', '.join(ds.column_names)})")
+        out.append((f"{name}:{subset}", {"english": ds["english"], "non_english": ds["non_english"]}))
+    return out
+
+
+def _local_pairs(cfg: Stage1DataConfig) -> dict[str, list[tuple[str, dict[str, list]]]]:
+    by_lang: dict[str, list] = {}
+    for entry in cfg.local_files:
+        lang, sep, spec = entry.partition(":")
+        if not sep or not spec:
+            raise MimoError(f"stage1.local_files entry {entry!r}: expected LANG:PATH or LANG:EN_PATH+XX_PATH")
+        check_languages([lang], f"stage1.local_files entry {entry!r}")
+        if "+" in spec:
+            en_path, xx_path = spec.split("+", 1)
+            columns = read_aligned_text(en_path, xx_path)
+        else:
+            columns = read_columns(spec, ("english", "non_english"))
+            for row, (e, x) in enumerate(zip(columns["english"], columns["non_english"])):
+                if e is None or x is None:
+                    raise MimoError(f"{spec}: row {row}: missing text")
+        by_lang.setdefault(lang, []).append((spec, columns))
+    return by_lang
+
+
+def _filter(cfg: Stage1DataConfig, english: list[str], other: list[str], source: str,
+            counts: dict[str, int], out: Candidates) -> None:
+    """Apply the per-pair filters; count each dropped pair under the first filter it fails."""
+    lo, hi, ratio = cfg.min_chars, cfg.max_chars, cfg.max_length_ratio
+    for e, x in zip(english, other):
+        e, x = e.strip(), x.strip()
+        le, lx = len(e), len(x)
+        if le == 0 or lx == 0:
+            counts["empty"] += 1
+        elif le < lo or lx < lo:
+            counts["too_short"] += 1
+        elif le > hi or lx > hi:
+            counts["too_long"] += 1
+        elif max(le, lx) / min(le, lx) >= ratio:
+            counts["length_ratio"] += 1
+        else:
+            out.english.append(e)
+            out.other.append(x)
+            out.source.append(source)
+
+
+def _english_key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+
+
+def draft(candidates: dict[str, Candidates], cap: int, dedup: bool, seed: int) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Pick up to `cap` pairs per language; with `dedup`, every English side is used at most once.
+
+    Returns the chosen candidate indices per language and the count of candidates skipped as
+    duplicates. Languages draw in turn (fixed order), each in its own seeded random order.
+    """
+    rng = np.random.default_rng(seed)
+    order = {lang: rng.permutation(len(c.english)) for lang, c in candidates.items()}
+    pos = dict.fromkeys(candidates, 0)
+    chosen: dict[str, list[int]] = {lang: [] for lang in candidates}
+    duplicates = dict.fromkeys(candidates, 0)
+    taken: set[bytes] = set()
+    active = [lang for lang in candidates if len(order[lang])]
+    while active:
+        still = []
+        for lang in active:
+            perm, english = order[lang], candidates[lang].english
+            while pos[lang] < len(perm):
+                idx = int(perm[pos[lang]])
+                pos[lang] += 1
+                if dedup:
+                    key = _english_key(english[idx])
+                    if key in taken:
+                        duplicates[lang] += 1
+                        continue
+                    taken.add(key)
+                chosen[lang].append(idx)
+                break
+            if len(chosen[lang]) < cap and pos[lang] < len(perm):
+                still.append(lang)
+        active = still
+    return chosen, duplicates
+
+
+def prepare_stage1(cfg: Stage1DataConfig, seed: int, sample_dir: str | Path) -> tuple[pa.Table, dict]:
+    """Build the Stage-1 pair table (training order) and the per-language filter report."""
+    raw: dict[str, list[tuple[str, dict[str, list]]]] = {}
+    non_english = [lang for lang in cfg.languages if lang != "en"]
+    if cfg.source == "sample":
+        sample = load_sample(sample_dir, cfg.languages)
+        for lang in non_english:
+            raw[lang] = [("sample", sample_parallel_sentences(sample, lang))]
+        if "en" in cfg.languages:
+            raw["en"] = [("sample", sample_parallel_sentences(sample, "en"))]
+    elif cfg.source == "local":
+        raw = _local_pairs(cfg)
+        unused = sorted(set(raw) - set(cfg.languages))
+        if unused:
+            raise MimoError(f"stage1.local_files names language(s) {', '.join(unused)} not in stage1.languages")
+    else:
+        for lang in non_english:
+            raw[lang] = _hub_pairs(cfg, lang)
+
+    counts = {lang: dict.fromkeys(("input",) + FILTERS, 0) for lang in cfg.languages}
+    candidates = {lang: Candidates([], [], []) for lang in cfg.languages}
+    for lang in non_english:
+        for source, cols in raw.get(lang, []):
+            counts[lang]["input"] += len(cols["english"])
+            _filter(cfg, cols["english"], cols["non_english"], source, counts[lang], candidates[lang])
+    if "en" in cfg.languages:
+        # English pairs (t_en, t_en): explicit English sources, else the English side of every source.
+        pools = raw.get("en") or [(src, {"english": c["english"], "non_english": c["english"]})
+                                  for lang in non_english for src, c in raw.get(lang, [])]
+        for source, cols in pools:
+            counts["en"]["input"] += len(cols["english"])
+            _filter(cfg, cols["english"], cols["english"], source, counts["en"], candidates["en"])
+
+    chosen, duplicates = draft(candidates, cfg.cap_per_language, cfg.dedup_english, seed)
+    rows = {"lang": [], "text": [], "english": [], "source": []}
+    for lang in cfg.languages:
+        c = candidates[lang]
+        counts[lang]["duplicate_english"] = duplicates[lang]
+        counts[lang]["over_cap"] = len(c.english) - len(chosen[lang]) - duplicates[lang]
+        counts[lang]["kept"] = len(chosen[lang])
+        for idx in sorted(chosen[lang]):  # source order within a language; shuffled below
+            rows["lang"].append(lang)
+            rows["text"].append(c.other[idx])
+            rows["english"].append(c.english[idx])
+            rows["source"].append(c.source[idx])
+    if not rows["lang"]:
+        raise MimoError("stage 1: no pair survived the filters (see the per-language counts with stage1.* settings)")
+
+    perm = np.random.default_rng(seed + 1).permutation(len(rows["lang"]))
+    table = pa.table(
+        {
+            "pair_id": np.arange(len(perm), dtype=np.int64),
+            "lang": [rows["lang"][i] for i in perm],
+            "text": [rows["text"][i] for i in perm],
+            "english": [rows["english"][i] for i in perm],
+            "teacher_id": [text_id("document", cfg.teacher_max_length, rows["english"][i]) for i in perm],
+            "source": [rows["source"][i] for i in perm],
+        },
+        schema=STAGE1_SCHEMA,
+    )
+    return table, {"per_language": counts}
+
+
+def stage1_worklist_entries(table: pa.Table, cfg: Stage1DataConfig):
+    """Stage 1 has no prompt (App. C): every English side is a document at the Stage-1 length."""
+    for english in table.column("english").to_pylist():
+        yield "document", cfg.teacher_max_length, english

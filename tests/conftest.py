@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny local copies of the hub data sets, with the real data sets' layout and columns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.languages import MMARCO_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_parallel_sentences_repo(root: Path, subsets: dict[str, list[tuple[str, str]]]) -> Path:
+    """A local copy of a sentence-transformers/parallel-sentences-* repository.
+
+    Mirrors the hub layout: one config per language pair ("en-de"), each a parquet file at
+    `{config}/train-00000-of-00001.parquet` with string columns `english` and `non_english`,
+    declared in the README's `configs:` YAML (the hub tree and dataset_info of e.g.
+    huggingface.co/datasets/sentence-transformers/parallel-sentences-talks; see
+    data/_notes/hub_schemas.md, section 1). datasets.load_dataset(root, "en-de", split="train")
+    then takes the same code path as for the hub id.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["---", "configs:"]
+    for config, rows in subsets.items():
+        (root / config).mkdir()
+        table = pa.table({"english": [e for e, _ in rows], "non_english": [x for _, x in rows]})
+        pq.write_table(table, root / config / "train-00000-of-00001.parquet")
+        lines += [f"- config_name: {config}", "  data_files:", "  - split: train", f"    path: {config}/train-*"]
+    lines.append("---")
+    (root / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def make_mmarco_repo(root: Path, langs, queries: dict, passages: dict, triples: list[tuple[str, str, str]]) -> Path:
+    """A local copy of unicamp-dl/mmarco's file layout (data set card and mmarco.py of that repo).
+
+    `data/google/collections/{language}_collection.tsv` and
+    `data/google/queries/train/{language}_queries.train.tsv`: `id<TAB>text`, no header;
+    `data/triples.train.ids.small.tsv`: `qid<TAB>positive_pid<TAB>negative_pid`, no header.
+    `queries[lang]` / `passages[lang]` map id -> text.
+    """
+    coll = root / "data" / "google" / "collections"
+    qdir = root / "data" / "google" / "queries" / "train"
+    coll.mkdir(parents=True)
+    qdir.mkdir(parents=True)
+    for lang in langs:
+        name = MMARCO_NAMES[lang]
+        (coll / f"{name}_collection.tsv").write_text(
+            "".join(f"{i}\t{t}\n" for i, t in passages[lang].items()), encoding="utf-8")
+        (qdir / f"{name}_queries.train.tsv").write_text(
+            "".join(f"{i}\t{t}\n" for i, t in queries[lang].items()), encoding="utf-8")
+    (root / "data" / "triples.train.ids.small.tsv").write_text(
+        "".join(f"{q}\t{p}\t{n}\n" for q, p, n in triples), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO
