@@ -46,8 +46,9 @@ def one_line_errors(fn):
 
 def _steps():
     from pipeline.prepare import PrepareConfig
+    from pipeline.teacher_cache import TeacherCacheConfig
 
-    return {"prepare": PrepareConfig}
+    return {"prepare": PrepareConfig, "teacher_cache": TeacherCacheConfig}
 
 
 @app.command()
@@ -65,10 +66,53 @@ def prepare(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]
     run_prepare(cfg, echo=typer.echo)
 
 
+@app.command("teacher-cache")
+@one_line_errors
+def teacher_cache(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] = OVERRIDES_ARG):
+    """Encode the teacher's worklist once into a sharded Zarr store (resumable, distributable).
+
+    Queries get teacher.query_prompt, documents teacher.document_prompt. Run the same command again
+    to resume after a kill; run it on N workers (torchrun, a SLURM array, or rank=i world_size=N)
+    to split the shards. Texts already in the store under the same fingerprint are not encoded again.
+    """
+    from pipeline.teacher_cache import TeacherCacheConfig, run_teacher_cache
+
+    cfg = load_config(TeacherCacheConfig, "teacher_cache", config, overrides or [])
+    run_teacher_cache(cfg, echo=typer.echo)
+
+
+cache_app = typer.Typer(help="Inspect and check a teacher cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+@one_line_errors
+def cache_info_cmd(store: str = typer.Argument(..., help="Store path or URL.")):
+    """Rows, dimension, dtype, shards done, texts by role and length, fingerprint, size."""
+    from pipeline.cache_read import cache_info
+
+    typer.echo(json.dumps(cache_info(store), indent=2, ensure_ascii=False))
+
+
+@cache_app.command("verify")
+@one_line_errors
+def cache_verify_cmd(store: str = typer.Argument(..., help="Store path or URL.")):
+    """Check every shard: done, checksum, no NaN/inf, no all-zero rows, norms near 1, unique keys."""
+    from pipeline.cache_read import cache_verify
+
+    problems = cache_verify(store)
+    for line in problems:
+        typer.echo(line)
+    if problems:
+        typer.echo(f"error: {store}: {len(problems)} problem(s) found", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{store}: ok")
+
+
 @app.command("show-config")
 @one_line_errors
 def show_config(
-    step: str = typer.Argument(..., help="Step whose config to show: prepare."),
+    step: str = typer.Argument(..., help="Step whose config to show: prepare, teacher_cache."),
     config: Optional[str] = CONFIG_OPTION,
     overrides: Optional[list[str]] = OVERRIDES_ARG,
 ):

@@ -69,7 +69,7 @@ def run_prepare(cfg: PrepareConfig, echo=print) -> Path:
         write_table(worklist, out / "teacher_worklist.parquet")
         write_resolved_config(cfg, out, "prepare")
         roles = Counter(zip(worklist.column("role").to_pylist(), worklist.column("max_length").to_pylist()))
-        echo("teacher worklist: " + ", ".join(f"{n} {role}s at {length} tokens" for (role, length), n in sorted(roles.items())))
+        echo("teacher worklist: " + ", ".join(f"{n} {role} texts at {length} tokens" for (role, length), n in sorted(roles.items())))
     echo(f"wrote {cfg.out_dir}/: " + ", ".join(sorted(str(p.relative_to(cfg.out_dir)) for p in Path(cfg.out_dir).rglob("*") if p.is_file())))
     return Path(cfg.out_dir)
 

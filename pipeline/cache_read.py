@@ -1,0 +1,159 @@
+"""Reading a finished teacher cache: float32 targets by worklist id for the trainer; `cache info`; `cache verify`."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from pipeline.errors import MimoError
+from pipeline.store import VectorStore, from_storage, shard_digest
+
+
+class TeacherTargets:
+    """Teacher vectors of a complete store, looked up by worklist text_id.
+
+    `in_memory=True` reads every segment once into RAM in its stored dtype (2 bytes a value for
+    bf16), which makes a training step's lookup a fancy-index; otherwise each request reads the
+    chunks it touches. `batches()` prefetches in a background thread either way.
+    """
+
+    def __init__(self, url: str, in_memory: bool = True):
+        self.store = VectorStore(url)
+        self.segments = self.store.segments()
+        pending = [s for s, seg, _, _ in self.store.shards(self.segments) if s not in self.store.done_shards(seg)]
+        if pending:
+            raise MimoError(f"{url}: teacher cache incomplete, {len(pending)} shard(s) not done (rerun teacher-cache)")
+        self.index: dict[str, tuple[int, int]] = {}
+        for seg in self.segments:
+            for row, tid in enumerate(seg.plan.column("text_id").to_pylist()):
+                self.index[tid] = (seg.index, row)
+        self.fingerprint = self.store.meta["fingerprint"]
+        self.dim, self.dtype = self.store.dim, self.store.dtype
+        self._memory = [self.store.read_segment(seg) for seg in self.segments] if in_memory else None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def missing(self, ids: Iterable[str]) -> list[str]:
+        return [i for i in ids if i not in self.index]
+
+    def locate(self, ids: Iterable[str]) -> np.ndarray:
+        """(n, 2) array of (segment, row) for the ids; resolve once, then fetch by location."""
+        try:
+            return np.array([self.index[i] for i in ids], dtype=np.int64).reshape(-1, 2)
+        except KeyError as err:
+            raise MimoError(f"{self.store.url}: no teacher vector for text id {err.args[0]}") from None
+
+    def fetch(self, where: np.ndarray) -> torch.Tensor:
+        """float32 (n, dim) targets for (segment, row) locations, in the given order."""
+        out = np.empty((len(where), self.dim), dtype=np.float32)
+        for seg_index in np.unique(where[:, 0]):
+            pick = np.nonzero(where[:, 0] == seg_index)[0]
+            rows = where[pick, 1]
+            if self._memory is not None:
+                stored = self._memory[seg_index][rows]
+            else:
+                unique, inverse = np.unique(rows, return_inverse=True)  # sorted rows: sequential block reads
+                stored = self.store.read_rows(self.segments[seg_index], unique)[inverse]
+            out[pick] = from_storage(stored, self.dtype)
+        return torch.from_numpy(out)
+
+    def get(self, ids: Iterable[str]) -> torch.Tensor:
+        return self.fetch(self.locate(list(ids)))
+
+    def batches(self, locations: Iterable[np.ndarray], prefetch: int = 4) -> Iterator[torch.Tensor]:
+        """Targets for a sequence of batches, read `prefetch` batches ahead in a background thread."""
+        q: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
+        done = object()
+
+        def worker():
+            try:
+                for where in locations:
+                    q.put(self.fetch(where))
+                q.put(done)
+            except BaseException as err:  # surface reader errors in the consumer
+                q.put(err)
+
+        threading.Thread(target=worker, daemon=True).start()
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+def cache_info(url: str) -> dict:
+    store = VectorStore(url)
+    segments = store.segments()
+    shards = list(store.shards(segments))
+    done = {seg.index: store.done_shards(seg) for seg in segments}
+    roles: dict[str, int] = {}
+    for seg in segments:
+        for role, length in zip(seg.plan["role"].to_pylist(), seg.plan["max_length"].to_pylist()):
+            key = f"{role}@{length}"
+            roles[key] = roles.get(key, 0) + 1
+    return {
+        "store": url, "rows": sum(seg.rows for seg in segments), "dim": store.dim, "dtype": store.dtype,
+        "segments": len(segments), "shards": len(shards),
+        "shards_done": sum(1 for s, seg, _, _ in shards if s in done[seg.index]),
+        "rows_per_shard": store.rows_per_shard, "texts_by_role": roles,
+        "fingerprint": store.meta["fingerprint"], "bytes": store.size_bytes(),
+    }
+
+
+def cache_verify(url: str, norm_tolerance: float = 1e-2) -> list[str]:
+    """Every problem found, one line each (empty: the store is sound).
+
+    Checks: every shard done; its bytes match the checksum in its marker; no NaN/inf; no all-zero
+    row; norms within `norm_tolerance` of 1 when the fingerprint says normalized; keys unique; the
+    fingerprint and the per-segment arrays consistent with the store's attributes.
+    """
+    store = VectorStore(url)
+    segments = store.segments()
+    problems: list[str] = []
+    seen: set[str] = set()
+    normalized = bool(store.meta["fingerprint"].get("normalize", False))
+    for seg in segments:
+        ids = seg.plan.column("text_id").to_pylist()
+        dup = len(ids) - len(set(ids)) + len(seen & set(ids))
+        if dup:
+            problems.append(f"{seg.name}: {dup} duplicate text id(s)")
+        seen.update(ids)
+        try:
+            stored = store.read_segment(seg)
+        except Exception as err:
+            problems.append(f"{seg.name}: cannot read vectors ({type(err).__name__}: {err})")
+            continue
+        if stored.shape != (seg.rows, store.dim):
+            problems.append(f"{seg.name}: vectors have shape {stored.shape}, expected {(seg.rows, store.dim)}")
+            continue
+        done = store.done_shards(seg)
+        for shard, _, start, end in store.shards([seg]):
+            where = f"{seg.name} shard {shard} (rows {start}-{end - 1})"
+            if shard not in done:
+                problems.append(f"{where}: not done")
+                continue
+            marker = store.done_marker(seg, shard)
+            block = stored[start:end]
+            if marker.get("blake2b") != shard_digest(block):
+                problems.append(f"{where}: bytes differ from the checksum recorded when it was written")
+            vectors = from_storage(block, store.dtype)
+            if not np.isfinite(vectors).all():
+                problems.append(f"{where}: NaN or inf values")
+                continue
+            norms = np.linalg.norm(vectors, axis=1)
+            zero = np.nonzero(norms == 0)[0]
+            if len(zero):
+                problems.append(f"{where}: {len(zero)} all-zero row(s), first at row {start + zero[0]}")
+            if normalized:
+                off = np.nonzero(np.abs(norms - 1) > norm_tolerance)[0]
+                if len(off):
+                    problems.append(f"{where}: {len(off)} row(s) with norm off 1 by > {norm_tolerance}, "
+                                    f"first at row {start + off[0]} (norm {norms[off[0]]:.4f})")
+    return problems

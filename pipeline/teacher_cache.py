@@ -1,0 +1,173 @@
+"""The `teacher-cache` step: encode the teacher's worklist once into the vector store.
+
+Scale-out: N workers (torchrun, a SLURM array, or plain processes) run the same command on the same
+store; worker `rank` takes the shards whose global number is `rank` modulo `world_size`. Nothing is
+shared but the store: the plan is deterministic, each shard has one writer, and a marker says it is
+done. A killed run resumes by running the same command again: finished shards are skipped and the
+result is bitwise identical to an uninterrupted run (batches are formed inside a shard only).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import MimoError
+from pipeline.store import FORMAT_VERSION, STORE_DTYPES, VectorStore
+from pipeline.teacher import TeacherConfig
+from pipeline.worklist import ROLES, WORKLIST_SCHEMA
+
+
+@dataclass(frozen=True)
+class TeacherCacheConfig:
+    worklists: tuple[str, ...] = ("work/paper/prepared/teacher_worklist.parquet",)
+    store: str = "work/paper/teacher_cache.zarr"  # local path or fsspec URL (s3://, gs://)
+    dtype: str = "bfloat16"  # stored dtype: bfloat16 (as the user asked), float16 (~8x finer on unit vectors), float32
+    rows_per_shard: int = 4096  # unit of work, write and resume; 4096 x 4096 bf16 = 32 MiB objects
+    rows_per_chunk: int = 64  # unit of random reads inside a shard
+    rank: int = -1  # -1: from RANK / SLURM_ARRAY_TASK_ID, else 0
+    world_size: int = -1  # -1: from WORLD_SIZE / SLURM_ARRAY_TASK_COUNT, else 1
+    progress: bool = True
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+    def __post_init__(self):
+        if self.dtype not in STORE_DTYPES:
+            raise MimoError(f"dtype must be one of {', '.join(STORE_DTYPES)}, not {self.dtype!r}")
+        if self.rows_per_shard < 1 or self.rows_per_chunk < 1 or self.rows_per_shard % self.rows_per_chunk:
+            raise MimoError("rows_per_shard must be a positive multiple of rows_per_chunk")
+        if not self.worklists:
+            raise MimoError("worklists must name at least one teacher_worklist.parquet")
+
+
+def worker_position(cfg: TeacherCacheConfig) -> tuple[int, int]:
+    """(rank, world size) from the config, else torchrun's or SLURM's environment, else (0, 1)."""
+    env = os.environ
+    world = cfg.world_size if cfg.world_size > 0 else int(env.get("WORLD_SIZE") or env.get("SLURM_ARRAY_TASK_COUNT") or 1)
+    if cfg.rank >= 0:
+        rank = cfg.rank
+    elif "RANK" in env:
+        rank = int(env["RANK"])
+    elif "SLURM_ARRAY_TASK_ID" in env:
+        rank = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+    else:
+        rank = 0
+    if not 0 <= rank < world:
+        raise MimoError(f"rank {rank} is outside world size {world}")
+    return rank, world
+
+
+def read_worklists(paths) -> pa.Table:
+    """Union of worklists (deduplicated by text_id), checked for the columns and values the cache needs."""
+    tables = []
+    for path in paths:
+        try:
+            schema = pq.read_schema(path)
+        except FileNotFoundError:
+            raise MimoError(f"{path}: worklist not found (run prepare first)") from None
+        except (pa.ArrowInvalid, OSError) as err:
+            raise MimoError(f"{path}: not a readable worklist Parquet file ({err})") from None
+        missing = [f.name for f in WORKLIST_SCHEMA if f.name not in schema.names]
+        if missing:
+            raise MimoError(f"{path}: not a teacher worklist: missing column(s) {', '.join(missing)}")
+        table = pq.read_table(path, columns=WORKLIST_SCHEMA.names)
+        try:
+            table = table.cast(WORKLIST_SCHEMA)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise MimoError(f"{path}: worklist columns have the wrong types ({err})") from None
+        for i, (role, length, text) in enumerate(zip(table["role"].to_pylist(), table["max_length"].to_pylist(),
+                                                      table["text"].to_pylist())):
+            if role not in ROLES:
+                raise MimoError(f"{path}: row {i}: role {role!r} is not one of {', '.join(ROLES)}")
+            if not length or length < 1:
+                raise MimoError(f"{path}: row {i}: max_length must be a positive integer")
+            if not text or not text.strip():
+                raise MimoError(f"{path}: row {i}: empty text")
+        tables.append(table)
+    table = pa.concat_tables(tables)
+    _, first = np.unique(np.array(table["text_id"].to_pylist(), dtype=object), return_index=True)
+    return table.take(np.sort(first))
+
+
+def make_teacher(cfg: TeacherConfig):
+    if cfg.backend == "vllm":
+        from pipeline.teacher_vllm import VllmTeacher
+
+        return VllmTeacher(cfg)
+    from pipeline.teacher import TransformersTeacher
+
+    return TransformersTeacher(cfg)
+
+
+def fingerprint(teacher, cfg: TeacherCacheConfig) -> dict:
+    """What makes a vector: the encoder's identity, its compute dtype and backend, the format."""
+    return {**teacher.identity(), "compute_dtype": str(teacher.compute_dtype).removeprefix("torch."),
+            "backend": cfg.teacher.backend, "format_version": FORMAT_VERSION}
+
+
+class Progress:
+    """texts/s, tokens/s and ETA on one line (tqdm), or silence."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        self.tokens, self.start = 0, time.perf_counter()
+        if enabled and total:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="text", desc="teacher", dynamic_ncols=True)
+
+    def update(self, texts: int, tokens: int) -> None:
+        self.tokens += tokens
+        if self.bar is not None:
+            self.bar.update(texts)
+            self.bar.set_postfix_str(f"{self.tokens / max(time.perf_counter() - self.start, 1e-9):,.0f} tok/s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
+    """Encode every worklist text not yet in the store (this worker's shards); return the summary."""
+    rank, world = worker_position(cfg)
+    worklist = read_worklists(cfg.worklists)
+    teacher = make_teacher(cfg.teacher)  # config and tokenizer only; weights load on first use
+    store = VectorStore(cfg.store, fingerprint(teacher, cfg), teacher.dim, cfg.dtype,
+                        cfg.rows_per_shard, cfg.rows_per_chunk, create=True)
+    segments, reused = store.plan(worklist)
+    mine, pending_total = [], 0
+    for shard, seg, start, end in store.shards(segments):
+        if shard in store.done_shards(seg):
+            continue
+        pending_total += 1
+        if shard % world == rank:
+            mine.append((shard, seg, start, end))
+    echo(f"teacher cache {cfg.store}: {worklist.num_rows} texts, {reused} already cached; "
+         f"worker {rank}/{world} takes {len(mine)} of {pending_total} pending shards")
+    progress = Progress(sum(end - start for _, _, start, end in mine), cfg.progress)
+    stats = {"texts": 0, "tokens": 0, "truncated": 0}
+    started = time.perf_counter()
+    try:
+        for shard, seg, start, end in mine:
+            rows = seg.plan.slice(start, end - start)
+            vectors, ntokens, truncated = teacher.encode(
+                rows["text"].to_pylist(), rows["role"].to_pylist(), rows["max_length"].to_pylist(),
+                on_batch=progress.update)
+            store.write_shard(seg, shard, start, end, vectors, ntokens, int(truncated.sum()))
+            stats["texts"] += end - start
+            stats["tokens"] += int(ntokens.sum())
+            stats["truncated"] += int(truncated.sum())
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - started
+    left = sum(1 for shard, seg, _, _ in store.shards(segments) if shard not in store.done_shards(seg))
+    summary = {**stats, "reused": reused, "seconds": round(seconds, 2), "pending_shards": left,
+               "store_bytes": store.size_bytes(), "dim": store.dim, "dtype": store.dtype}
+    echo(f"encoded {stats['texts']} texts ({stats['tokens']:,} tokens, {stats['truncated']} truncated) in "
+         f"{seconds:.1f}s ({stats['texts'] / max(seconds, 1e-9):.1f} texts/s); store {summary['store_bytes'] / 2**20:.1f} MiB, "
+         f"{store.dim}-d {store.dtype}" + (f"; {left} shards still pending (other workers)" if left else "; complete"))
+    return summary
