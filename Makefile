@@ -8,7 +8,7 @@ MIMO := $(VENV)/bin/mimo
 CONFIG ?= configs/sample.toml
 ARGS ?=
 
-.PHONY: install demo prepare test clean
+.PHONY: install demo prepare teacher-cache test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,15 @@ install: $(VENV)/.installed
 prepare: install
 	$(MIMO) prepare --config $(CONFIG) $(ARGS)
 
+## teacher-cache: run the teacher once over the worklist into the sharded Zarr store
+teacher-cache: install
+	$(MIMO) teacher-cache --config $(CONFIG) $(ARGS)
+
 ## demo: the main job on the embedded sample (CPU, offline)
 demo: install
-	$(MIMO) prepare --config configs/sample.toml $(ARGS)
+	$(MIMO) prepare --config configs/sample.toml
+	HF_HUB_OFFLINE=1 $(MIMO) teacher-cache --config configs/sample.toml
+	$(MIMO) cache verify work/sample/teacher_cache.zarr
 
 ## test: the test suite
 test: install

@@ -105,7 +105,7 @@ def make_teacher(cfg: TeacherConfig):
 
 def fingerprint(teacher, cfg: TeacherCacheConfig) -> dict:
     """What makes a vector: the encoder's identity, its compute dtype and backend, the format."""
-    return {**teacher.identity(), "compute_dtype": str(teacher.compute_dtype).removeprefix("torch."),
+    return {**teacher.identity(), "compute_dtype": teacher.compute_dtype,
             "backend": cfg.teacher.backend, "format_version": FORMAT_VERSION}
 
 

@@ -116,7 +116,7 @@ def test_token_budget_batches(minilm):
     batches = minilm.batches(lengths)
     assert sorted(i for b in batches for i in b) == list(range(7))
     for b in batches:
-        assert len(b) * lengths[b].max() <= minilm.cfg.max_batch_tokens or len(b) == 1
+        assert len(b) * lengths[b].max() <= minilm.max_batch_tokens or len(b) == 1
         assert list(lengths[b]) == sorted(lengths[b])
 
 
