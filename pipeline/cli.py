@@ -81,6 +81,37 @@ def teacher_cache(config: Optional[str] = CONFIG_OPTION, overrides: Optional[lis
     run_teacher_cache(cfg, echo=typer.echo)
 
 
+@app.command("teacher-parity")
+@one_line_errors
+def teacher_parity(
+    config: Optional[str] = CONFIG_OPTION,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    sample: int = typer.Option(64, help="How many worklist texts to compare (seeded sample)."),
+    threshold: float = typer.Option(0.999, help="Exit 1 if any text's cosine is below this."),
+):
+    """Encode a sample of the worklist with the vLLM and the transformers backends; print the cosine per text.
+
+    Run it on a GPU machine with the vllm extra before a bulk vLLM run: both backends get the same
+    token ids (prompts, truncation, end token), so a low cosine points at the model runner itself.
+    """
+    import numpy as np
+
+    from pipeline.teacher_cache import TeacherCacheConfig, read_worklists
+    from pipeline.teacher_vllm import parity
+
+    cfg = load_config(TeacherCacheConfig, "teacher_cache", config, overrides or [])
+    worklist = read_worklists(cfg.worklists)
+    pick = np.sort(np.random.default_rng(0).permutation(worklist.num_rows)[:sample])
+    rows = worklist.take(pick)
+    texts, roles = rows["text"].to_pylist(), rows["role"].to_pylist()
+    cos = parity(cfg.teacher, texts, roles, rows["max_length"].to_pylist())
+    for c, role, text in zip(cos, roles, texts):
+        typer.echo(f"{c:.6f}  {role:8s}  {text[:70]!r}")
+    typer.echo(f"cosine vLLM vs transformers over {len(texts)} texts: min {cos.min():.6f}, mean {cos.mean():.6f}")
+    if cos.min() < threshold:
+        raise typer.Exit(1)
+
+
 cache_app = typer.Typer(help="Inspect and check a teacher cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 

@@ -234,3 +234,16 @@ def test_model_failure_writes_nothing(tmp_path):
     result = CliRunner().invoke(app, ["teacher-cache", f"worklists={wl}", f"store={store}", "teacher.model=no-such/model"])
     assert result.exit_code == 2 and "teacher model 'no-such/model'" in result.output
     assert not store.exists()
+
+
+def test_vllm_backend_without_vllm_is_a_one_line_error(tmp_path):
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vLLM is installed here")
+    except ImportError:
+        pass
+    wl = write_worklist(tmp_path / "wl.parquet", ["some text"])
+    result = _cli([f"worklists={wl}", f"store={tmp_path / 's.zarr'}", "teacher.backend=vllm"])
+    assert result.exit_code == 2 and result.output.startswith("error: teacher.backend=vllm needs vLLM")
+    assert not (tmp_path / "s.zarr").exists()
