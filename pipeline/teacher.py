@@ -180,9 +180,16 @@ class TransformersTeacher:
                                                   attn_implementation=self.attn_implementation)
             except Exception as err:
                 raise MimoError(f"teacher model {self.cfg.model!r}: cannot load its weights ({type(err).__name__}: {err})") from None
-            self._model = model.to(self.device).eval()
-            self._takes_positions = "position_ids" in inspect.signature(model.forward).parameters
+            self.set_model(model)
         return self._model
+
+    def set_model(self, model) -> None:
+        """Use this module as the encoder (the benchmarks pass randomly initialized ones)."""
+        self._model = model.to(self.device).eval()
+        params = inspect.signature(model.forward).parameters
+        self._takes_positions = "position_ids" in params
+        # decoder models would otherwise build a KV cache nobody reads (GBs at 8B and 32k tokens)
+        self._no_cache = {"use_cache": False} if "use_cache" in params else {}
 
     # ---- set-up helpers ----------------------------------------------------------------------
 
@@ -277,6 +284,7 @@ class TransformersTeacher:
         mask = torch.from_numpy(mask_np.astype(np.int64)).to(self.device)
         model = self.model
         kwargs = {"position_ids": positions_from_mask(mask)} if self._takes_positions else {}
+        kwargs.update(self._no_cache)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.compute_dtype == "autocast_bf16"):
             hidden = model(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
         vectors = pool(hidden, mask, self.pooling).float()
