@@ -24,7 +24,7 @@ class TeacherTargets:
     def __init__(self, url: str, in_memory: bool = True):
         self.store = VectorStore(url)
         self.segments = self.store.segments()
-        pending = [s for s, seg, _, _ in self.store.shards(self.segments) if s not in self.store.done_shards(seg)]
+        pending = self.store.pending_shards(self.segments)
         if pending:
             raise MimoError(f"{url}: teacher cache incomplete, {len(pending)} shard(s) not done (rerun teacher-cache)")
         self.index: dict[str, tuple[int, int]] = {}
@@ -92,7 +92,7 @@ def cache_info(url: str) -> dict:
     store = VectorStore(url)
     segments = store.segments()
     shards = list(store.shards(segments))
-    done = {seg.index: store.done_shards(seg) for seg in segments}
+    pending = store.pending_shards(segments)
     roles: dict[str, int] = {}
     for seg in segments:
         for role, length in zip(seg.plan["role"].to_pylist(), seg.plan["max_length"].to_pylist()):
@@ -101,7 +101,7 @@ def cache_info(url: str) -> dict:
     return {
         "store": url, "rows": sum(seg.rows for seg in segments), "dim": store.dim, "dtype": store.dtype,
         "segments": len(segments), "shards": len(shards),
-        "shards_done": sum(1 for s, seg, _, _ in shards if s in done[seg.index]),
+        "shards_done": len(shards) - len(pending),
         "rows_per_shard": store.rows_per_shard, "texts_by_role": roles,
         "fingerprint": store.meta["fingerprint"], "bytes": store.size_bytes(),
     }

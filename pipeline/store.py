@@ -267,6 +267,11 @@ class VectorStore:
                 continue
         return {s for s in found if self.done_marker(seg, s) is not None}
 
+    def pending_shards(self, segments: list[Segment]) -> list[tuple[int, Segment, int, int]]:
+        """Shards without a valid marker (markers listed once per segment, not once per shard)."""
+        done = {seg.index: self.done_shards(seg) for seg in segments}
+        return [s for s in self.shards(segments) if s[0] not in done[s[1].index]]
+
     def write_shard(self, seg: Segment, shard: int, start: int, end: int, vectors: np.ndarray,
                     ntokens: np.ndarray, truncated: int) -> None:
         """Write one shard whole, make it durable, then record it done."""

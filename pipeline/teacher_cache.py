@@ -139,13 +139,9 @@ def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
     store = VectorStore(cfg.store, fingerprint(teacher, cfg), teacher.dim, cfg.dtype,
                         cfg.rows_per_shard, cfg.rows_per_chunk, create=True)
     segments, reused = store.plan(worklist)
-    mine, pending_total = [], 0
-    for shard, seg, start, end in store.shards(segments):
-        if shard in store.done_shards(seg):
-            continue
-        pending_total += 1
-        if shard % world == rank:
-            mine.append((shard, seg, start, end))
+    pending = store.pending_shards(segments)
+    pending_total = len(pending)
+    mine = [p for p in pending if p[0] % world == rank]
     echo(f"teacher cache {cfg.store}: {worklist.num_rows} texts, {reused} already cached; "
          f"worker {rank}/{world} takes {len(mine)} of {pending_total} pending shards")
     progress = Progress(sum(end - start for _, _, start, end in mine), cfg.progress)
@@ -164,7 +160,7 @@ def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
     finally:
         progress.close()
     seconds = time.perf_counter() - started
-    left = sum(1 for shard, seg, _, _ in store.shards(segments) if shard not in store.done_shards(seg))
+    left = len(store.pending_shards(segments))
     summary = {**stats, "reused": reused, "seconds": round(seconds, 2), "pending_shards": left,
                "store_bytes": store.size_bytes(), "dim": store.dim, "dtype": store.dtype}
     echo(f"encoded {stats['texts']} texts ({stats['tokens']:,} tokens, {stats['truncated']} truncated) in "

@@ -247,3 +247,17 @@ def test_vllm_backend_without_vllm_is_a_one_line_error(tmp_path):
     result = _cli([f"worklists={wl}", f"store={tmp_path / 's.zarr'}", "teacher.backend=vllm"])
     assert result.exit_code == 2 and result.output.startswith("error: teacher.backend=vllm needs vLLM")
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_fsspec_url_store(tmp_path):
+    """A store at an fsspec URL (memory:// stands in for s3:// or gs://): object-store code paths."""
+    texts = varied_texts(40)
+    wl = write_worklist(tmp_path / "wl.parquet", texts)
+    url = f"memory://mimo-test-{tmp_path.name}/cache.zarr"
+    summary = run_teacher_cache(replace(config(tmp_path, [wl]), store=url), echo=lambda *_: None)
+    assert summary["texts"] == 40 and summary["pending_shards"] == 0
+    assert cache_verify(url) == []
+    local = tmp_path / "local.zarr"
+    run_teacher_cache(replace(config(tmp_path, [wl]), store=str(local)), echo=lambda *_: None)
+    ids = [text_id("document", 256, t) for t in texts]
+    assert np.array_equal(TeacherTargets(url).get(ids).numpy(), TeacherTargets(str(local)).get(ids).numpy())
