@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from itertools import permutations
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def run_prepare(cfg: PrepareConfig, echo=print) -> Path:
             english = report.pop("english")
             _dump(report, out / "stage2" / "report.json")
             entries.extend(stage2_worklist_entries(english, cfg.stage2))
-            echo(_stage2_summary(report, tables))
+            echo(_stage2_summary(report, tables, cfg.stage2.languages))
         worklist = build_worklist(entries)
         write_table(worklist, out / "teacher_worklist.parquet")
         write_resolved_config(cfg, out, "prepare")
@@ -83,17 +84,19 @@ def _stage1_summary(report: dict) -> str:
     return f"stage 1: {total} pairs (rows dropped by each filter, per language)\n" + "\n".join(lines)
 
 
-def _stage2_summary(report: dict, tables: dict) -> str:
+def _stage2_summary(report: dict, tables: dict, languages) -> str:
     skipped = sum(report["missing_translation"].values())
     lines = [f"stage 2: {report['pairs_out']} instances from {report['pairs_in']} (query, positive) pairs"
              + (f"; {skipped} language gaps skipped" if skipped else "")]
+    cross = list(permutations(languages, 2))
     for name, table in tables.items():
         q, p = table.column("q_lang").to_pylist(), table.column("p_lang").to_pylist()
         if name == "infonce":
-            counts = Counter(q)
-            what = f"{len(counts)} monolingual languages"
+            counts, keys, what = Counter(q), languages, "monolingual pairs"
         else:
-            counts = Counter(zip(q, table.column("q2_lang").to_pylist() if name == "lakda" else p))
-            what = f"{len(counts)} ordered language pairs"
-        lines.append(f"  {name}: {what}, {min(counts.values())}-{max(counts.values())} instances each")
+            second = table.column("q2_lang").to_pylist() if name == "lakda" else p
+            counts, keys = Counter(zip(q, second)), cross
+            what = "ordered query-language pairs" if name == "lakda" else "ordered language pairs"
+        values = [counts.get(k, 0) for k in keys]
+        lines.append(f"  {name}: {len(keys)} {what}, {min(values)}-{max(values)} instances each")
     return "\n".join(lines)
