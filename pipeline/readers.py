@@ -75,8 +75,8 @@ def _read_tsv(path: Path, columns, keep) -> dict[str, list]:
     return out
 
 
-def _read_jsonl(path: Path, columns, keep) -> dict[str, list]:
-    out: dict[str, list] = {c: [] for c in columns}
+def json_rows(path: Path, fields):
+    """Yield (line number, object) for each non-empty line of a JSONL file holding every one of `fields`."""
     for number, line in _lines(path):
         if not line.strip():
             continue
@@ -86,9 +86,15 @@ def _read_jsonl(path: Path, columns, keep) -> dict[str, list]:
             raise MimoError(f"{path}:{number}: invalid JSON ({err.msg})") from None
         if not isinstance(row, dict):
             raise MimoError(f"{path}:{number}: expected a JSON object")
-        missing = [c for c in columns if c not in row]
+        missing = [c for c in fields if c not in row]
         if missing:
             raise MimoError(f"{path}:{number}: missing field(s) {', '.join(missing)} (found: {', '.join(row)})")
+        yield number, row
+
+
+def _read_jsonl(path: Path, columns, keep) -> dict[str, list]:
+    out: dict[str, list] = {c: [] for c in columns}
+    for number, row in json_rows(path, columns):
         if keep is not None and str(row[columns[0]]) not in keep:
             continue
         for c in columns:

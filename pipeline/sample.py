@@ -8,12 +8,12 @@ usable as Stage-1 parallel pairs. data/README.md documents the set.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import MimoError
 from pipeline.languages import LANGUAGES
+from pipeline.readers import json_rows
 
 SPLITS = ("train", "heldout")
 
@@ -51,34 +51,20 @@ def _read_items(path: Path, with_meta: bool):
     if not path.is_file():
         raise MimoError(f"{path}: sample file not found")
     items, meta = [], []
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            where = f"{path}:{number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise MimoError(f"{where}: invalid UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise MimoError(f"{where}: invalid JSON ({err.msg})") from None
-            fields = ("id", "query", "passage") + (("topic", "split") if with_meta else ())
-            missing = [f for f in fields if f not in row]
-            if missing:
-                raise MimoError(f"{where}: missing field(s) {', '.join(missing)}")
-            passage = row["passage"]
-            if not isinstance(passage, list) or not passage:
-                raise MimoError(f"{where}: 'passage' must be a non-empty list of sentences")
-            for text in [row["query"], *passage]:
-                if not isinstance(text, str) or not text.strip():
-                    raise MimoError(f"{where}: empty or non-text query/sentence in item {row['id']!r}")
-            items.append(SampleItem(row["id"], row["query"].strip(), tuple(s.strip() for s in passage)))
-            if with_meta:
-                if row["split"] not in SPLITS:
-                    raise MimoError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
-                meta.append((row["id"], row["topic"], row["split"]))
+    fields = ("id", "query", "passage") + (("topic", "split") if with_meta else ())
+    for number, row in json_rows(path, fields):
+        where = f"{path}:{number}"
+        passage = row["passage"]
+        if not isinstance(passage, list) or not passage:
+            raise MimoError(f"{where}: 'passage' must be a non-empty list of sentences")
+        for text in [row["query"], *passage]:
+            if not isinstance(text, str) or not text.strip():
+                raise MimoError(f"{where}: empty or non-text query/sentence in item {row['id']!r}")
+        items.append(SampleItem(row["id"], row["query"].strip(), tuple(s.strip() for s in passage)))
+        if with_meta:
+            if row["split"] not in SPLITS:
+                raise MimoError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
+            meta.append((row["id"], row["topic"], row["split"]))
     return items, meta
 
 

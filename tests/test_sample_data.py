@@ -102,3 +102,21 @@ def test_sample_prepares_with_the_papers_compositions(tmp_path, repo_root_module
     assert mimo.num_rows == len(load_sample(repo_root_module / "data" / "sample").ids("train"))
     pairs = Counter(zip(mimo.column("q_lang").to_pylist(), mimo.column("p_lang").to_pylist()))
     assert max(pairs.values()) - min(pairs.values()) <= 1
+
+
+def test_sample_bad_input_names_file_and_line(tmp_path, repo_root_module):
+    from pipeline.errors import MimoError
+
+    src = repo_root_module / "data" / "sample"
+    for lang in ("en", "de"):
+        (tmp_path / f"{lang}.jsonl").write_text((src / f"{lang}.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    assert len(load_sample(tmp_path, ("en", "de")).items["de"]) == 160
+    lines = (tmp_path / "de.jsonl").read_text(encoding="utf-8").splitlines()
+    row = json.loads(lines[2])
+    row["passage"] = row["passage"][:-1]
+    lines[2] = json.dumps(row, ensure_ascii=False)
+    (tmp_path / "de.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(MimoError, match=r"de\.jsonl:3: item m003 has \d sentences, en\.jsonl has \d"):
+        load_sample(tmp_path, ("en", "de"))
+    with pytest.raises(MimoError, match=r"fr\.jsonl: sample file not found"):
+        load_sample(tmp_path, ("en", "fr"))
