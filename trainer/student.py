@@ -1,0 +1,41 @@
+"""The student: any Hugging Face encoder, pooled (mean by default, CLS as an option), plus psi.
+
+psi = Linear(D_student -> D_teacher) maps the student's embedding into the teacher's space for the
+distillation terms (section 3.1). It is trained in Stage 1, reused in Stage 2, saved separately
+and dropped at inference. It lives *inside* this module so that a DistributedDataParallel wrapper
+around the student all-reduces its gradients too (a projection outside the wrapped module drifts
+apart on every GPU).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.pooling import pool
+
+
+class Student(nn.Module):
+    def __init__(self, encoder: nn.Module, teacher_dim: int, pooling: str = "mean"):
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"student pooling must be mean or cls, not {pooling!r}")
+        self.encoder = encoder
+        self.pooling = pooling
+        self.projection = nn.Linear(encoder.config.hidden_size, teacher_dim)  # psi(z) = W z + b
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder.config.hidden_size)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """E_s(t): the pooled student embedding, what retrieval uses (no projection)."""
+        # students are padded on the right, so every encoder's own default positions are right
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        return pool(out.last_hidden_state, attention_mask, self.pooling)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E_s(t), psi(E_s(t))): the embedding and its projection into the teacher's space."""
+        embedding = self.embed(input_ids, attention_mask)
+        return embedding, self.projection(embedding)
+
