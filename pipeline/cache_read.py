@@ -17,8 +17,9 @@ class TeacherTargets:
     """Teacher vectors of a complete store, looked up by worklist text_id.
 
     `in_memory=True` reads every segment once into RAM in its stored dtype (2 bytes a value for
-    bf16), which makes a training step's lookup a fancy-index; otherwise each request reads the
-    chunks it touches. `batches()` prefetches in a background thread either way.
+    bf16: 6.5M rows x 4096 dims is 53 GB), which makes a training step's lookup a fancy-index;
+    otherwise each request reads the chunks it touches. `batches()` prefetches in a background
+    thread either way.
     """
 
     def __init__(self, url: str, in_memory: bool = True):
@@ -125,14 +126,6 @@ def cache_verify(url: str, norm_tolerance: float = 1e-2) -> list[str]:
         if dup:
             problems.append(f"{seg.name}: {dup} duplicate text id(s)")
         seen.update(ids)
-        try:
-            stored = store.read_segment(seg)
-        except Exception as err:
-            problems.append(f"{seg.name}: cannot read vectors ({type(err).__name__}: {err})")
-            continue
-        if stored.shape != (seg.rows, store.dim):
-            problems.append(f"{seg.name}: vectors have shape {stored.shape}, expected {(seg.rows, store.dim)}")
-            continue
         done = store.done_shards(seg)
         for shard, _, start, end in store.shards([seg]):
             where = f"{seg.name} shard {shard} (rows {start}-{end - 1})"
@@ -140,7 +133,14 @@ def cache_verify(url: str, norm_tolerance: float = 1e-2) -> list[str]:
                 problems.append(f"{where}: not done")
                 continue
             marker = store.done_marker(seg, shard)
-            block = stored[start:end]
+            try:  # one shard at a time: a segment can be tens of GB
+                block = store.read_segment(seg, "vectors", start, end)
+            except Exception as err:
+                problems.append(f"{where}: cannot read vectors ({type(err).__name__}: {err})")
+                continue
+            if block.shape != (end - start, store.dim):
+                problems.append(f"{where}: vectors have shape {block.shape}, expected {(end - start, store.dim)}")
+                continue
             if marker.get("blake2b") != shard_digest(block):
                 problems.append(f"{where}: bytes differ from the checksum recorded when it was written")
             vectors = from_storage(block, store.dtype)

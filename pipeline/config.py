@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -80,13 +81,13 @@ def _coerce(value: Any, tp, key: str, where: str, from_text: bool) -> Any:
                 raise bad from None
         raise bad
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if from_text and isinstance(value, str):
+        if isinstance(value, str) and from_text:
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise bad from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
         raise bad
     if tp is str:
         if isinstance(value, str):
@@ -148,14 +149,16 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise MimoError(f"config file {path} does not exist")
+    if path.suffix not in (".toml", ".json"):
+        raise MimoError(f"config file {path}: expected a .toml or .json file")
     try:
-        if path.suffix == ".toml":
-            return tomllib.loads(path.read_text(encoding="utf-8"))
-        if path.suffix == ".json":
-            return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise MimoError(f"config file {path} is not valid: {err}") from None
-    raise MimoError(f"config file {path}: expected a .toml or .json file")
+    if not isinstance(data, dict):
+        raise MimoError(f"config file {path}: expected a table of settings at the top level")
+    return data
 
 
 # The sections a setup file may hold, one per CLI step (configs/sample.toml, configs/paper.toml).

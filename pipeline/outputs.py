@@ -7,6 +7,7 @@ with renames; a reader sees the old complete output or the new complete output, 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -17,10 +18,25 @@ import pyarrow.parquet as pq
 from pipeline.errors import MimoError
 
 
+def _previous_output_of(out_dir: Path, step: str) -> bool:
+    try:
+        return json.loads((out_dir / "config.json").read_text(encoding="utf-8")).get("_step") == step
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 @contextlib.contextmanager
-def staged_output_dir(out_dir: str | Path):
-    """Yield a fresh staging directory; on success it replaces `out_dir` whole."""
-    out_dir = Path(out_dir)
+def staged_output_dir(out_dir: str | Path, step: str):
+    """Yield a fresh staging directory; on success it replaces `out_dir` whole.
+
+    An existing `out_dir` is replaced only if it is empty or holds an earlier output of the same
+    step (its config.json says so): a mistyped out_dir never deletes someone's data.
+    """
+    out_dir = Path(out_dir).resolve()
+    if not out_dir.name or out_dir == Path.home():
+        raise MimoError(f"out_dir {out_dir}: not a directory this step may replace")
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not _previous_output_of(out_dir, step))):
+        raise MimoError(f"out_dir {out_dir} exists and is not an earlier {step} output: refusing to replace it")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -37,6 +37,10 @@ class PrepareConfig:
     stage2: Stage2DataConfig = field(default_factory=Stage2DataConfig)
 
     def __post_init__(self):
+        if self.seed < 0:
+            raise MimoError(f"seed must be a non-negative integer, not {self.seed}")
+        if not self.out_dir.strip():
+            raise MimoError("out_dir must name a directory")
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown or not self.stages:
             raise MimoError(f"stages must be a non-empty subset of {', '.join(STAGES)}, not {', '.join(self.stages)}")
@@ -49,7 +53,7 @@ def _dump(obj, path: Path) -> None:
 def run_prepare(cfg: PrepareConfig, echo=print) -> Path:
     """Run preparation and write its outputs atomically into cfg.out_dir; return that directory."""
     entries = []
-    with staged_output_dir(cfg.out_dir) as out:
+    with staged_output_dir(cfg.out_dir, "prepare") as out:
         if "stage1" in cfg.stages:
             pairs, report = prepare_stage1(cfg.stage1, cfg.seed, cfg.sample_dir)
             (out / "stage1").mkdir()
@@ -71,7 +75,8 @@ def run_prepare(cfg: PrepareConfig, echo=print) -> Path:
         write_resolved_config(cfg, out, "prepare")
         roles = Counter(zip(worklist.column("role").to_pylist(), worklist.column("max_length").to_pylist()))
         echo("teacher worklist: " + ", ".join(f"{n} {role} texts at {length} tokens" for (role, length), n in sorted(roles.items())))
-    echo(f"wrote {cfg.out_dir}/: " + ", ".join(sorted(str(p.relative_to(cfg.out_dir)) for p in Path(cfg.out_dir).rglob("*") if p.is_file())))
+    out_dir = Path(cfg.out_dir)
+    echo(f"wrote {cfg.out_dir}/: " + ", ".join(sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())))
     return Path(cfg.out_dir)
 
 

@@ -39,8 +39,9 @@ def _lines(path: Path):
 def read_columns(path: str | Path, columns: tuple[str, ...], keep=None) -> dict[str, list]:
     """Read `columns` from a .tsv, .jsonl or .parquet file into lists.
 
-    TSV files may start with a header line naming the columns; without one, the first
-    len(columns) fields are taken in order (the mMARCO layout: `id<TAB>text`).
+    TSV files may start with a header line naming the columns, and then every line must have as
+    many fields as the header; without one, fields are taken in order and the last column keeps
+    any further tabs (the mMARCO layout: `id<TAB>text`, read like mMARCO's own loader does).
     `keep`, if given, is a set of values of the first column: other rows are skipped unread
     (how a 8.8M-passage collection is read for the few passages a data set uses).
     """
@@ -58,16 +59,19 @@ def read_columns(path: str | Path, columns: tuple[str, ...], keep=None) -> dict[
 
 def _read_tsv(path: Path, columns, keep) -> dict[str, list]:
     out: dict[str, list] = {c: [] for c in columns}
-    order = list(range(len(columns)))
+    order, header_width = list(range(len(columns))), None
     for number, line in _lines(path):
         fields = line.split("\t")
         if number == 1 and all(c in fields for c in columns):
-            order = [fields.index(c) for c in columns]  # a header line: map names to positions
+            order, header_width = [fields.index(c) for c in columns], len(fields)  # a header: names to positions
             continue
         if not line.strip():
             raise MimoError(f"{path}:{number}: empty line")
-        if len(fields) <= max(order):
-            raise MimoError(f"{path}:{number}: expected {max(order) + 1} tab-separated fields, found {len(fields)}")
+        if header_width is None:
+            fields = line.split("\t", len(columns) - 1)
+        expected = header_width or len(columns)
+        if len(fields) != expected:
+            raise MimoError(f"{path}:{number}: expected {expected} tab-separated fields, found {len(fields)}")
         if keep is not None and fields[order[0]] not in keep:
             continue
         for name, pos in zip(columns, order):
@@ -99,6 +103,8 @@ def _read_jsonl(path: Path, columns, keep) -> dict[str, list]:
             continue
         for c in columns:
             value = row[c]
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise MimoError(f"{path}:{number}: field {c!r} must be text, found {json.dumps(value)}")
             out[c].append(value if isinstance(value, str) else str(value))
     return out
 

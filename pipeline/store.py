@@ -113,8 +113,17 @@ class VectorStore:
                 raise MimoError(f"{self.url}: cannot write the store here (permission denied)") from None
             except OSError as err:
                 raise MimoError(f"{self.url}: cannot create the store ({err.strerror or err})") from None
+            except zarr.errors.ContainsGroupError:  # another worker created it a moment ago: join it
+                self.group = zarr.open_group(self._zarr_store(), mode="r+")
+                self.meta = self.group.attrs.get(ATTR) or self.meta
+                self._check_identity(fingerprint, dim, dtype)
         if self.meta.get("format_version") != FORMAT_VERSION:
             raise MimoError(f"{self.url}: store format {self.meta.get('format_version')}, this version reads {FORMAT_VERSION}")
+
+    @staticmethod
+    def exists(url: str) -> bool:
+        fs, root = fsspec.core.url_to_fs(str(url))
+        return fs.exists(f"{root.rstrip('/')}/zarr.json")
 
     # ---- paths and small files --------------------------------------------------------------
 
@@ -198,17 +207,27 @@ class VectorStore:
             first += -(-plan.num_rows // self.rows_per_shard)
         return out
 
-    def plan(self, worklist: pa.Table) -> tuple[list[Segment], int]:
-        """Append a segment for the worklist rows no segment holds; return (segments, rows reused)."""
-        segments = self.segments()
+    def new_rows(self, worklist: pa.Table) -> list[int]:
+        """Indices of the worklist rows that no segment of the store holds yet."""
         held = set()
-        for seg in segments:
+        for seg in self.segments():
             held.update(seg.plan.column("text_id").to_pylist())
-        ids = worklist.column("text_id").to_pylist()
-        new = [i for i, tid in enumerate(ids) if tid not in held]
-        reused = len(ids) - len(new)
+        return [i for i, tid in enumerate(worklist.column("text_id").to_pylist()) if tid not in held]
+
+    def plan(self, worklist: pa.Table, config: dict | None = None) -> tuple[list[Segment], int]:
+        """Append a segment for the worklist rows no segment holds; return (segments, rows reused).
+
+        Every segment's arrays are (re)required here too, so a run killed between writing a plan
+        and creating its arrays, or a worker that lists a plan another worker just wrote, finds them.
+        """
+        new = self.new_rows(worklist)
+        reused = worklist.num_rows - len(new)
         if not new:
+            segments = self.segments()
+            for seg in segments:
+                self._create_arrays(seg.index, seg.rows)
             return segments, reused
+        segments = self.segments()
         rows = worklist.take(new).select(["text_id", "role", "max_length", "text"]).cast(PLAN_SCHEMA)
         # similar lengths share shards, so batches inside a shard carry little padding
         order = sorted(range(rows.num_rows), key=lambda i: (len(rows["text"][i].as_py()), rows["text_id"][i].as_py()))
@@ -217,26 +236,36 @@ class VectorStore:
         buf = io.BytesIO()
         pq.write_table(rows, buf, compression="zstd", write_statistics=False)
         name = f"seg-{index:05d}.plan.parquet"
+        self._create_arrays(index, rows.num_rows)  # arrays first: a published plan always has them
         if not self._write_atomic(name, buf.getvalue(), exclusive=True):
             with self.fs.open(self._path(name), "rb") as fh:
                 theirs = pq.read_table(fh)
             if theirs.column("text_id").to_pylist() != rows.column("text_id").to_pylist():
                 raise MimoError(f"{self.url}: another run planned segment {index} with a different worklist at the "
                                 "same time; rerun once it is done (its texts will be reused)")
-        self._create_arrays(index, rows.num_rows)
-        return self.segments(), reused
+        if config is not None:  # the resolved config of the run that planned this segment
+            self._write_atomic(f"seg-{index:05d}.config.json", json.dumps(config, indent=2).encode())
+        segments = self.segments()
+        for seg in segments:
+            self._create_arrays(seg.index, seg.rows)
+        return segments, reused
 
     def _create_arrays(self, index: int, rows: int) -> None:
         name, r, c = f"seg-{index:05d}", self.rows_per_shard, self.meta["rows_per_chunk"]
-        try:
-            group = self.group.require_group(name)
-            # No compressor: bf16 mantissas are close to random bits and barely compress; raw chunks read fastest.
-            group.require_array("vectors", shape=(rows, self.dim), dtype=_storage_dtype(self.dtype),
-                                chunks=(c, self.dim), shards=(r, self.dim), compressors=None, fill_value=0)
-            group.require_array("ntokens", shape=(rows,), dtype=np.int32, chunks=(r,), shards=(r,),
-                                compressors=None, fill_value=0)
-        except Exception as err:
-            raise MimoError(f"{self.url}: cannot create segment {index} ({type(err).__name__}: {err})") from None
+        for attempt in range(2):  # a concurrent worker may create the same arrays in between: then open them
+            try:
+                group = self.group.require_group(name)
+                # No compressor: bf16 mantissas are close to random bits and barely compress; raw chunks read fastest.
+                group.require_array("vectors", shape=(rows, self.dim), dtype=_storage_dtype(self.dtype),
+                                    chunks=(c, self.dim), shards=(r, self.dim), compressors=None, fill_value=0)
+                group.require_array("ntokens", shape=(rows,), dtype=np.int32, chunks=(r,), shards=(r,),
+                                    compressors=None, fill_value=0)
+                return
+            except (zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError):
+                if attempt:
+                    raise
+            except Exception as err:
+                raise MimoError(f"{self.url}: cannot create segment {index} ({type(err).__name__}: {err})") from None
 
     # ---- shards -----------------------------------------------------------------------------
 
@@ -296,8 +325,8 @@ class VectorStore:
         array = zarr.open_array(self._zarr_store(), mode="r", path=f"{seg.name}/vectors")
         return array.get_orthogonal_selection((rows, slice(None)))
 
-    def read_segment(self, seg: Segment, name: str = "vectors") -> np.ndarray:
-        return zarr.open_array(self._zarr_store(), mode="r", path=f"{seg.name}/{name}")[:]
+    def read_segment(self, seg: Segment, name: str = "vectors", start: int = 0, end: int | None = None) -> np.ndarray:
+        return zarr.open_array(self._zarr_store(), mode="r", path=f"{seg.name}/{name}")[start:end]
 
     def size_bytes(self) -> int:
         try:

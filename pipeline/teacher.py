@@ -43,7 +43,7 @@ class TeacherConfig:
     revision: str = "main"
     backend: str = "transformers"  # or "vllm" (optional extra, GPU only)
     pooling: str = "auto"  # auto (the model's sentence-transformers config), mean, cls, last
-    normalize: bool = True  # L2-normalize (Qwen3-Embedding and the MiniLM teacher both do)
+    normalize: str = "auto"  # auto: as the model's sentence-transformers config says (else yes); true; false
     query_prompt: str = QWEN3_QUERY_PROMPT  # App. C; part of the cache's identity
     document_prompt: str = ""
     end_token: str = "auto"  # last-token pooling: "<|endoftext|>" if the vocabulary has it, else eos; "" for none
@@ -60,12 +60,33 @@ class TeacherConfig:
             raise MimoError(f"teacher.backend must be transformers or vllm, not {self.backend!r}")
         if self.pooling not in ("auto", *POOLINGS):
             raise MimoError(f"teacher.pooling must be auto, mean, cls or last, not {self.pooling!r}")
+        if self.normalize not in ("auto", "true", "false"):
+            raise MimoError(f"teacher.normalize must be auto, true or false, not {self.normalize!r}")
         if self.padding_side not in ("auto", "left", "right"):
             raise MimoError(f"teacher.padding_side must be auto, left or right, not {self.padding_side!r}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise MimoError(f"teacher.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, not {self.compute_dtype!r}")
         if self.max_batch_tokens < 0:
             raise MimoError("teacher.max_batch_tokens must be positive (or 0 for the device's default)")
+
+
+def pick_device(requested: str) -> torch.device:
+    """auto: this worker's GPU (torchrun's LOCAL_RANK) if CUDA is available, else the CPU."""
+    import os
+
+    if requested == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        requested = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise MimoError(f"teacher.device {requested!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MimoError(f"teacher.device {requested!r}: this torch build or machine has no CUDA")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise MimoError(f"teacher.device {requested!r}: only {torch.cuda.device_count()} GPU(s) here")
+    return device
 
 
 def resolve_model_dir(model: str, revision: str) -> tuple[Path, str]:
@@ -152,8 +173,9 @@ class TransformersTeacher:
         st = sentence_transformers_settings(model_dir)
         decoder = hf_config.model_type in DECODER_TYPES or bool(getattr(hf_config, "is_decoder", False))
         self.pooling = cfg.pooling if cfg.pooling != "auto" else st.get("pooling", "last" if decoder else "mean")
+        self.normalize = st.get("normalize", True) if cfg.normalize == "auto" else cfg.normalize == "true"
         self.padding_side = cfg.padding_side if cfg.padding_side != "auto" else ("left" if self.pooling == "last" else "right")
-        self.device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(cfg.device)
         self.compute_dtype = cfg.compute_dtype if cfg.compute_dtype != "auto" else (
             "bfloat16" if self.device.type == "cuda" else "float32")
         # weights' dtype; autocast keeps float32 weights and runs matmuls in bf16
@@ -182,6 +204,10 @@ class TransformersTeacher:
                 raise MimoError(f"teacher model {self.cfg.model!r}: cannot load its weights ({type(err).__name__}: {err})") from None
             self.set_model(model)
         return self._model
+
+    def warm_up(self) -> None:
+        """Load the weights onto the device and encode one text: device and weight errors surface here."""
+        self.encode(["warm-up"], ["document"], [8])
 
     def set_model(self, model) -> None:
         """Use this module as the encoder (the benchmarks pass randomly initialized ones)."""
@@ -232,7 +258,7 @@ class TransformersTeacher:
         """Everything about this encoder that changes a vector (goes into the store's fingerprint)."""
         return {
             "model": self.cfg.model, "revision": self.revision, "pooling": self.pooling,
-            "normalize": self.cfg.normalize, "query_prompt": self.cfg.query_prompt,
+            "normalize": self.normalize, "query_prompt": self.cfg.query_prompt,
             "document_prompt": self.cfg.document_prompt,
             "end_token": None if self.end_id is None else self.tokenizer.convert_ids_to_tokens(self.end_id),
         }
@@ -253,7 +279,9 @@ class TransformersTeacher:
                 head, tail = row[: self._lead], row[len(row) - self._tail:] if self._tail else []
                 row = head + row[self._lead: limit - self._tail] + tail
             if self.end_id is not None and (not row or row[-1] != self.end_id):
-                row = (row[: limit - 1] if len(row) >= limit else row) + [self.end_id]
+                if len(row) >= limit:  # no room: the end token replaces the last text token
+                    row, truncated[i] = row[: limit - 1], True
+                row = row + [self.end_id]
             out.append(row)
         return out, truncated
 
@@ -288,7 +316,7 @@ class TransformersTeacher:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.compute_dtype == "autocast_bf16"):
             hidden = model(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
         vectors = pool(hidden, mask, self.pooling).float()
-        if self.cfg.normalize:
+        if self.normalize:
             vectors = torch.nn.functional.normalize(vectors, dim=-1)
         return vectors.cpu()
 

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.config import config_to_dict
 from pipeline.errors import MimoError
 from pipeline.store import FORMAT_VERSION, STORE_DTYPES, VectorStore
 from pipeline.teacher import TeacherConfig
@@ -47,13 +48,20 @@ class TeacherCacheConfig:
 def worker_position(cfg: TeacherCacheConfig) -> tuple[int, int]:
     """(rank, world size) from the config, else torchrun's or SLURM's environment, else (0, 1)."""
     env = os.environ
-    world = cfg.world_size if cfg.world_size > 0 else int(env.get("WORLD_SIZE") or env.get("SLURM_ARRAY_TASK_COUNT") or 1)
+
+    def number(name: str, default: int = 0) -> int:
+        try:
+            return int(env.get(name) or default)
+        except ValueError:
+            raise MimoError(f"environment variable {name}={env[name]!r} is not an integer") from None
+
+    world = cfg.world_size if cfg.world_size > 0 else (number("WORLD_SIZE") or number("SLURM_ARRAY_TASK_COUNT") or 1)
     if cfg.rank >= 0:
         rank = cfg.rank
     elif "RANK" in env:
-        rank = int(env["RANK"])
+        rank = number("RANK")
     elif "SLURM_ARRAY_TASK_ID" in env:
-        rank = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        rank = number("SLURM_ARRAY_TASK_ID") - number("SLURM_ARRAY_TASK_MIN")
     else:
         rank = 0
     if not 0 <= rank < world:
@@ -136,9 +144,15 @@ def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
     rank, world = worker_position(cfg)
     worklist = read_worklists(cfg.worklists)
     teacher = make_teacher(cfg.teacher)  # config and tokenizer only; weights load on first use
-    store = VectorStore(cfg.store, fingerprint(teacher, cfg), teacher.dim, cfg.dtype,
-                        cfg.rows_per_shard, cfg.rows_per_chunk, create=True)
-    segments, reused = store.plan(worklist)
+    print_ = fingerprint(teacher, cfg)
+    has_work = True
+    if VectorStore.exists(cfg.store):
+        existing = VectorStore(cfg.store, print_, teacher.dim, cfg.dtype)  # refuse a mismatch before anything else
+        has_work = bool(existing.new_rows(worklist) or existing.pending_shards(existing.segments()))
+    if has_work:
+        teacher.warm_up()  # weights on the device, one text encoded: fails here, before the store is touched
+    store = VectorStore(cfg.store, print_, teacher.dim, cfg.dtype, cfg.rows_per_shard, cfg.rows_per_chunk, create=True)
+    segments, reused = store.plan(worklist, config={"_step": "teacher_cache", **config_to_dict(cfg)})
     pending = store.pending_shards(segments)
     pending_total = len(pending)
     mine = [p for p in pending if p[0] % world == rank]

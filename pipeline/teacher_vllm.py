@@ -36,7 +36,7 @@ class VllmTeacher(TransformersTeacher):
             import vllm
             from vllm.config import PoolerConfig
 
-            pooler = PoolerConfig(pooling_type=VLLM_POOLING[self.pooling], normalize=self.cfg.normalize)
+            pooler = PoolerConfig(pooling_type=VLLM_POOLING[self.pooling], normalize=self.normalize)
             common = dict(model=str(self.model_dir), dtype=self.compute_dtype if self.compute_dtype != "autocast_bf16"
                           else "bfloat16", max_model_len=self.max_positions,
                           gpu_memory_utilization=self.gpu_memory_utilization, enforce_eager=False)

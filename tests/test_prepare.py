@@ -95,3 +95,17 @@ def test_a_failed_rerun_keeps_the_previous_output(tmp_path):
     result = _prepare([*args, f"out_dir={out}", f"stage2.root={tmp_path / 'nowhere'}"])
     assert result.exit_code == 2 and "triples.train.ids.small.tsv: file not found" in result.output
     assert (out / "stage2/mimo.parquet").read_bytes() == before
+
+
+def test_out_dir_that_is_not_a_prepare_output_is_never_replaced(tmp_path):
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "teacher_cache.zarr").mkdir()
+    (other / "notes.txt").write_text("keep me")
+    args = _inputs(tmp_path)
+    result = _prepare([*args, f"out_dir={other}"])
+    assert result.exit_code == 2 and "is not an earlier prepare output: refusing to replace it" in result.output
+    assert (other / "notes.txt").read_text() == "keep me" and (other / "teacher_cache.zarr").is_dir()
+    for bad in (".", "/"):
+        result = _prepare([*args, f"out_dir={bad}"])
+        assert result.exit_code == 2 and result.output.startswith("error: out_dir")

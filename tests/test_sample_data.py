@@ -6,6 +6,7 @@ import json
 import re
 import unicodedata
 from collections import Counter
+from itertools import permutations
 
 import pyarrow.parquet as pq
 import pytest
@@ -101,7 +102,9 @@ def test_sample_prepares_with_the_papers_compositions(tmp_path, repo_root_module
     mimo = pq.read_table(out / "stage2/mimo.parquet")
     assert mimo.num_rows == len(load_sample(repo_root_module / "data" / "sample").ids("train"))
     pairs = Counter(zip(mimo.column("q_lang").to_pylist(), mimo.column("p_lang").to_pylist()))
-    assert max(pairs.values()) - min(pairs.values()) <= 1
+    counts_182 = [pairs.get(pair, 0) for pair in permutations(LANGUAGES, 2)]  # absent pairs count as 0
+    assert sum(counts_182) == mimo.num_rows and max(counts_182) - min(counts_182) <= 1
+    assert all(q != p for q, p in pairs)
 
 
 def test_sample_bad_input_names_file_and_line(tmp_path, repo_root_module):

@@ -201,3 +201,14 @@ def test_malformed_tsv_line(tmp_path):
 def test_nothing_survives(tmp_path):
     with pytest.raises(MimoError, match="no pair survived"):
         _run_local(tmp_path, f"de:{_tsv(tmp_path / 'p.tsv', [('tiny', 'klein', None)])}")
+
+
+def test_null_or_non_text_values_and_extra_fields(tmp_path):
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"english": "Hi there, Bobby.", "non_english": null}\n')
+    with pytest.raises(MimoError, match=r"p\.jsonl:1: field 'non_english' must be text, found null"):
+        _run_local(tmp_path, f"de:{jsonl}")
+    tsv = tmp_path / "p.tsv"
+    tsv.write_text("english\tnon_english\nA good sentence.\tEin guter Satz.\tstray field\n")
+    with pytest.raises(MimoError, match=r"p\.tsv:2: expected 2 tab-separated fields, found 3"):
+        _run_local(tmp_path, f"de:{tsv}")

@@ -37,7 +37,7 @@ def test_minilm_matches_sentence_transformers_encode(minilm):
     texts = sample_texts()
     ours, ntokens, truncated = minilm.encode(texts, ["document"] * len(texts), [256] * len(texts))
     reference = SentenceTransformer(str(minilm.model_dir), device="cpu").encode(texts, batch_size=7)
-    assert (minilm.pooling, minilm.dim, minilm.cfg.normalize) == ("mean", 384, True)  # from its ST config
+    assert (minilm.pooling, minilm.dim, minilm.normalize) == ("mean", 384, True)  # from its ST config
     assert cosines(ours, reference).min() >= 0.9999
     assert not truncated.any() and ntokens.max() < 256
 
@@ -73,6 +73,12 @@ def test_qwen3_end_of_text_token_exactly_once(tiny_qwen3, tmp_path):
     rows, truncated = teacher.tokenize(["short text", long_text], ["document", "document"], [512, 64])
     assert [r.count(end) for r in rows] == [1, 1] and rows[0][-1] == rows[1][-1] == end
     assert len(rows[1]) == 64 and list(truncated) == [False, True]
+    # a text of exactly the limit: the end token takes the last text token's place, which is a truncation
+    exact = teacher.tokenizer("word " * 100, add_special_tokens=False)["input_ids"][:16]
+    text16 = teacher.tokenizer.decode(exact)
+    assert len(teacher.tokenizer(text16, add_special_tokens=False)["input_ids"]) == 16
+    (row,), flags = teacher.tokenize([text16], ["document"], [16])
+    assert len(row) == 16 and row[-1] == end and row[:-1] == exact[:15] and flags[0]
     # a tokenizer that appends <|endoftext|> itself (as Qwen3-Embedding's hub tokenizer does) gets no second one
     appending = tmp_path / "appending"
     shutil.copytree(tiny_qwen3, appending)

