@@ -13,7 +13,8 @@ ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first and pinned: the CPU wheel; a looser pin would pull a multi-GB CUDA build.
+	# torch first and pinned: 2.13.0 resolves to a CPU wheel on this project's machines; a looser pin
+	# (or plain PyPI on Linux) pulls a multi-GB CUDA build. GPU machines install their own torch.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
