@@ -93,12 +93,38 @@ def child(which: str, texts_file: str, *extra: str) -> dict:
         return {**json.loads(proc.stdout.strip().splitlines()[-1]), "seconds": wall}
 
 
+def details(texts: list[str]) -> None:
+    """Padding of the cache's batches vs encode()'s, fp32 linear-layer GFLOP/s, autocast-vs-fp32 cosine."""
+    from pipeline.teacher import TeacherConfig, TransformersTeacher
+
+    fp32 = TransformersTeacher(TeacherConfig(model=MODEL, query_prompt=""))
+    rows, _ = fp32.tokenize(texts, ["document"] * len(texts), [256] * len(texts))
+    lengths = np.array([len(r) for r in rows])
+    ours = sum(len(b) * lengths[b].max() for b in fp32.batches(lengths))
+    by_chars = np.argsort([-len(t) for t in texts], kind="stable")  # encode(): char-length order, 32 rows
+    st = sum(32 * lengths[by_chars[i:i + 32]].max() for i in range(0, len(texts), 32))
+    print(f"padding over real tokens: cache {ours / lengths.sum() - 1:.1%}, encode() {st / lengths.sum() - 1:.1%}")
+    fp32.warm_up()
+    start = time.perf_counter()
+    a, _, _ = fp32.encode(texts, ["document"] * len(texts), [256] * len(texts))
+    seconds = time.perf_counter() - start
+    linear = sum(m.weight.numel() for m in fp32.model.modules() if isinstance(m, __import__("torch").nn.Linear))
+    print(f"fp32 encode: {seconds:.2f} s, linear layers {2 * linear * ours / seconds / 1e9:.0f} GFLOP/s (padded tokens)")
+    fast = TransformersTeacher(TeacherConfig(model=MODEL, query_prompt="", compute_dtype="autocast_bf16"))
+    b, _, _ = fast.encode(texts, ["document"] * len(texts), [256] * len(texts))
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    print(f"autocast_bf16 vs fp32 cosine: min {cos.min():.5f}, mean {cos.mean():.6f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--texts", type=int, default=3000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss", action="store_true", help="also measure peak RSS of the cache at 1x and 10x texts")
+    ap.add_argument("--details", action="store_true", help="only padding, GFLOP/s and autocast cosine (in-process)")
     args = ap.parse_args()
+    if args.details:
+        return details(opus_like_texts(args.texts))
     with tempfile.TemporaryDirectory() as tmp:
         texts = opus_like_texts(args.texts)
         tf = Path(tmp) / "texts.json"
