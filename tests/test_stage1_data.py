@@ -151,15 +151,38 @@ def test_missing_file(tmp_path):
         _run_local(tmp_path, f"de:{tmp_path / 'nope.tsv'}")
 
 
-def test_misnamed_columns(tmp_path):
+def test_misnamed_parquet_columns(tmp_path):
     path = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"en": ["a sentence here"], "de": ["ein Satz hier"]}), path)
     with pytest.raises(MimoError, match=r"bad\.parquet: missing column\(s\) english, non_english \(found: en, de\)"):
         _run_local(tmp_path, f"de:{path}")
-    jsonl = tmp_path / "bad.jsonl"
-    jsonl.write_text('{"english": "one", "non_english": "eins"}\n{"english": "two", "german": "zwei"}\n')
-    with pytest.raises(MimoError, match=r"bad\.jsonl:2: missing field\(s\) non_english"):
-        _run_local(tmp_path, f"de:{jsonl}")
+
+
+# (file name -> bytes) written to tmp_path, the local_files spec, the one-line error expected
+BAD_TEXT_FILES = {
+    "misnamed jsonl field": ({"p.jsonl": b'{"english": "one", "non_english": "eins"}\n{"english": "two", "german": "zwei"}\n'},
+                             "p.jsonl", r"p\.jsonl:2: missing field\(s\) non_english"),
+    "null jsonl value": ({"p.jsonl": b'{"english": "Hi there, Bobby.", "non_english": null}\n'},
+                         "p.jsonl", r"p\.jsonl:1: field 'non_english' must be text, found null"),
+    "invalid utf-8": ({"p.tsv": b"english\tnon_english\nGood day to you.\tGuten Tag.\nBad bytes here.\t\xff\xfe oops\n"},
+                      "p.tsv", r"p\.tsv:3: invalid UTF-8"),
+    "missing tsv field": ({"p.tsv": b"english\tnon_english\nA line without its translation\n"},
+                          "p.tsv", r"p\.tsv:2: expected 2 tab-separated fields, found 1"),
+    "extra tsv field": ({"p.tsv": b"english\tnon_english\nA good sentence.\tEin guter Satz.\tstray field\n"},
+                        "p.tsv", r"p\.tsv:2: expected 2 tab-separated fields, found 3"),
+    "parallel files of different lengths": ({"c.en": b"one line here\ntwo lines here\n", "c.de": b"eine Zeile hier\n"},
+                                            "c.en+c.de", r"c\.en has 2 lines, .*c\.de has 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TEXT_FILES))
+def test_bad_local_text_file(tmp_path, case):
+    files, spec, message = BAD_TEXT_FILES[case]
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    spec = "+".join(str(tmp_path / part) for part in spec.split("+"))
+    with pytest.raises(MimoError, match=message):
+        _run_local(tmp_path, f"de:{spec}")
 
 
 def test_unknown_language_code(tmp_path):
@@ -167,13 +190,6 @@ def test_unknown_language_code(tmp_path):
         _run_local(tmp_path, f"xx:{_tsv(tmp_path / 'p.tsv', ROWS)}")
     with pytest.raises(MimoError, match="stage1.languages: unknown language code 'klingon'"):
         Stage1DataConfig(languages=("de", "klingon"))
-
-
-def test_invalid_utf8_names_the_line(tmp_path):
-    path = tmp_path / "p.tsv"
-    path.write_bytes(b"english\tnon_english\nGood day to you.\tGuten Tag.\nBad bytes here.\t\xff\xfe oops\n")
-    with pytest.raises(MimoError, match=r"p\.tsv:3: invalid UTF-8"):
-        _run_local(tmp_path, f"de:{path}")
 
 
 def test_invalid_utf8_in_parquet_names_the_row(tmp_path):
@@ -184,31 +200,6 @@ def test_invalid_utf8_in_parquet_names_the_row(tmp_path):
         _run_local(tmp_path, f"de:{path}")
 
 
-def test_parallel_files_of_different_lengths(tmp_path):
-    (tmp_path / "c.en").write_text("one line here\ntwo lines here\n")
-    (tmp_path / "c.de").write_text("eine Zeile hier\n")
-    with pytest.raises(MimoError, match=r"c\.en has 2 lines, .*c\.de has 1"):
-        _run_local(tmp_path, f"de:{tmp_path / 'c.en'}+{tmp_path / 'c.de'}")
-
-
-def test_malformed_tsv_line(tmp_path):
-    path = tmp_path / "p.tsv"
-    path.write_text("english\tnon_english\nA line without its translation\n")
-    with pytest.raises(MimoError, match=r"p\.tsv:2: expected 2 tab-separated fields, found 1"):
-        _run_local(tmp_path, f"de:{path}")
-
-
 def test_nothing_survives(tmp_path):
     with pytest.raises(MimoError, match="no pair survived"):
         _run_local(tmp_path, f"de:{_tsv(tmp_path / 'p.tsv', [('tiny', 'klein', None)])}")
-
-
-def test_null_or_non_text_values_and_extra_fields(tmp_path):
-    jsonl = tmp_path / "p.jsonl"
-    jsonl.write_text('{"english": "Hi there, Bobby.", "non_english": null}\n')
-    with pytest.raises(MimoError, match=r"p\.jsonl:1: field 'non_english' must be text, found null"):
-        _run_local(tmp_path, f"de:{jsonl}")
-    tsv = tmp_path / "p.tsv"
-    tsv.write_text("english\tnon_english\nA good sentence.\tEin guter Satz.\tstray field\n")
-    with pytest.raises(MimoError, match=r"p\.tsv:2: expected 2 tab-separated fields, found 3"):
-        _run_local(tmp_path, f"de:{tsv}")
