@@ -8,7 +8,7 @@ MIMO := $(VENV)/bin/mimo
 CONFIG ?= configs/sample.toml
 ARGS ?=
 
-.PHONY: install demo prepare teacher-cache test clean
+.PHONY: install demo prepare teacher-cache stage1 test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,16 @@ prepare: install
 teacher-cache: install
 	$(MIMO) teacher-cache --config $(CONFIG) $(ARGS)
 
+## stage1: Stage 1 (distillation from the cached teacher vectors)
+stage1: install
+	$(MIMO) stage1 --config $(CONFIG) $(ARGS)
+
 ## demo: the main job on the embedded sample (CPU, offline)
 demo: install
 	$(MIMO) prepare --config configs/sample.toml
 	HF_HUB_OFFLINE=1 $(MIMO) teacher-cache --config configs/sample.toml
 	$(MIMO) cache verify work/sample/teacher_cache.zarr
+	HF_HUB_OFFLINE=1 $(MIMO) stage1 --config configs/sample.toml
 
 ## test: the test suite
 test: install

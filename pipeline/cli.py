@@ -47,8 +47,9 @@ def one_line_errors(fn):
 def _steps():
     from pipeline.prepare import PrepareConfig
     from pipeline.teacher_cache import TeacherCacheConfig
+    from trainer.stage1 import Stage1Config
 
-    return {"prepare": PrepareConfig, "teacher_cache": TeacherCacheConfig}
+    return {"prepare": PrepareConfig, "teacher_cache": TeacherCacheConfig, "stage1": Stage1Config}
 
 
 @app.command()
@@ -140,10 +141,25 @@ def cache_verify_cmd(store: str = typer.Argument(..., help="Store path or URL.")
     typer.echo(f"{store}: ok")
 
 
+@app.command()
+@one_line_errors
+def stage1(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] = OVERRIDES_ARG):
+    """Stage 1: distill the cached teacher into the student on the prepared parallel pairs.
+
+    Loss 1 - cos(psi(E_s(t_XX)), E_t(t_en)) with E_t from the teacher cache (the teacher is never
+    loaded). Writes the student as a sentence-transformers folder (out_dir/model), psi beside it,
+    metrics.jsonl and the resolved config; run again to resume from the last checkpoint.
+    """
+    from trainer.stage1 import Stage1Config, run_stage1
+
+    cfg = load_config(Stage1Config, "stage1", config, overrides or [])
+    run_stage1(cfg, echo=typer.echo)
+
+
 @app.command("show-config")
 @one_line_errors
 def show_config(
-    step: str = typer.Argument(..., help="Step whose config to show: prepare, teacher_cache."),
+    step: str = typer.Argument(..., help="Step whose config to show: prepare, teacher_cache, stage1."),
     config: Optional[str] = CONFIG_OPTION,
     overrides: Optional[list[str]] = OVERRIDES_ARG,
 ):

@@ -45,7 +45,7 @@ def setup(tmp_path_factory):
 def config(setup, out, **kw):
     return Stage1Config(prepared=str(setup / "prepared"), cache=str(setup / "cache.zarr"), out_dir=str(out),
                         student=str(setup / "tiny-student"), batch_size=32, max_length=32, lr=1e-3,
-                        checkpoint_every=1000, **kw)
+                        checkpoint_every=1000, progress=False, **kw)
 
 
 def losses(out):

@@ -46,6 +46,7 @@ class Stage1Config:
     checkpoint_every: int = 500
     stop_after: int = 0  # stop (with a checkpoint) after this many steps of this run, e.g. a job's time slot
     cache_in_memory: bool = True  # False at paper scale: block reads with prefetch instead of ~50 GB of RAM
+    progress: bool = True
 
     def __post_init__(self):
         if self.pooling not in ("mean", "cls"):
@@ -67,6 +68,13 @@ def linear_schedule(optimizer, total_steps: int, warmup_ratio: float):
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def progress_bar(total: int, initial: int, desc: str, enabled: bool):
+    """Steps with loss, lr and ETA (tqdm); a silent stand-in when disabled."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, disable=not enabled)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -98,6 +106,7 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
         echo(f"stage 1: resuming at step {step} of {total}")
     log = open(out / "metrics.jsonl", "a", encoding="utf-8")
     started, done_here, last = time.perf_counter(), 0, {}
+    bar = progress_bar(total, step, "stage 1", cfg.progress)
     while step < total:
         epoch, pos = divmod(step, per_epoch)
         rows = epoch_order(len(texts), cfg.seed, epoch)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
@@ -117,13 +126,17 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
         last = {"step": step, "epoch": epoch, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
                 "grad_norm": float(grad_norm), "seconds": round(time.perf_counter() - started, 3)}
         log.write(json.dumps(last) + "\n")
+        bar.update(1)
+        bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
         if step % cfg.checkpoint_every == 0 or step == total or (cfg.stop_after and done_here >= cfg.stop_after):
             save_checkpoint(out, step, student, optimizer, scheduler)
         if cfg.stop_after and done_here >= cfg.stop_after and step < total:
             log.close()
+            bar.close()
             echo(f"stage 1: stopped after {done_here} steps at step {step} of {total} (run again to resume)")
             return {**last, "finished": False}
     log.close()
+    bar.close()
     export_sentence_transformer(student.cpu(), tokenizer, out / "model", cfg.max_length)
     echo(f"stage 1: {total} steps done, loss {last.get('loss', float('nan')):.4f}; student in {out / 'model'}, "
          f"psi in {out / 'projection.pt'}")
