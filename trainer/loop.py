@@ -1,0 +1,84 @@
+"""The training loop both stages share, top to bottom: per step, a batch of row indices (seeded
+order per epoch) -> `step_fn` (forward and backward, returns the loss terms) -> clip -> optimizer
+step -> lr schedule -> log; a checkpoint every `checkpoint_every` steps and at the end; resume by
+running again. What a step computes is the stage's business (stage1.py, stage2.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+
+
+def linear_schedule(optimizer, total_steps: int, warmup_ratio: float):
+    warmup = max(1, int(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:  # linear warmup to the peak, then linear decay to 0
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def progress_bar(total: int, initial: int, desc: str, enabled: bool):
+    """Steps with loss, lr and ETA (tqdm); a silent stand-in when disabled."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, disable=not enabled)
+
+
+def train_loop(cfg, name: str, n_rows: int, student, step_fn: Callable[[np.ndarray], dict], echo=print) -> dict:
+    """Run (or resume) `cfg.epochs` epochs of `cfg.batch_size` rows; return the last step's metrics.
+
+    cfg needs: out_dir, lr, weight_decay, warmup_ratio, batch_size, epochs, seed, max_grad_norm,
+    checkpoint_every, stop_after, progress.
+    """
+    out = Path(cfg.out_dir)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    per_epoch = math.ceil(n_rows / cfg.batch_size)
+    total = per_epoch * cfg.epochs
+    scheduler = linear_schedule(optimizer, total, cfg.warmup_ratio)
+    step = load_checkpoint(out, student, optimizer, scheduler)
+    if step:
+        echo(f"{name}: resuming at step {step} of {total}")
+    started, done_here, last = time.perf_counter(), 0, {}
+    bar = progress_bar(total, step, name, cfg.progress)
+    with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:
+        while step < total:
+            epoch, pos = divmod(step, per_epoch)
+            rows = epoch_order(n_rows, cfg.seed, epoch)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            terms = step_fn(rows)  # forward and backward
+            grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            done_here += 1
+            last = {"step": step, "epoch": epoch, **{k: float(v) for k, v in terms.items()},
+                    "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                    "rows_per_s": round(done_here * cfg.batch_size / (time.perf_counter() - started), 2)}
+            log.write(json.dumps(last) + "\n")
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
+            stopping = bool(cfg.stop_after) and done_here >= cfg.stop_after and step < total
+            if step % cfg.checkpoint_every == 0 or step == total or stopping:
+                save_checkpoint(out, step, student, optimizer, scheduler)
+            if stopping:
+                bar.close()
+                echo(f"{name}: stopped after {done_here} steps at step {step} of {total} (run again to resume)")
+                return {**last, "finished": False}
+    bar.close()
+    return {**last, "finished": True}
