@@ -8,7 +8,7 @@ MIMO := $(VENV)/bin/mimo
 CONFIG ?= configs/sample.toml
 ARGS ?=
 
-.PHONY: install demo prepare teacher-cache stage1 test clean
+.PHONY: install demo prepare teacher-cache stage1 stage2 test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,12 +33,17 @@ teacher-cache: install
 stage1: install
 	$(MIMO) stage1 --config $(CONFIG) $(ARGS)
 
+## stage2: Stage 2 (MIMO; method=xlco|infonce|lakda for the baselines) from the Stage-1 output
+stage2: install
+	$(MIMO) stage2 --config $(CONFIG) $(ARGS)
+
 ## demo: the main job on the embedded sample (CPU, offline)
 demo: install
 	$(MIMO) prepare --config configs/sample.toml
 	HF_HUB_OFFLINE=1 $(MIMO) teacher-cache --config configs/sample.toml
 	$(MIMO) cache verify work/sample/teacher_cache.zarr
 	HF_HUB_OFFLINE=1 $(MIMO) stage1 --config configs/sample.toml
+	HF_HUB_OFFLINE=1 $(MIMO) stage2 --config configs/sample.toml
 
 ## test: the test suite
 test: install

