@@ -8,7 +8,7 @@ MIMO := $(VENV)/bin/mimo
 CONFIG ?= configs/sample.toml
 ARGS ?=
 
-.PHONY: install demo prepare teacher-cache stage1 stage2 test clean
+.PHONY: install demo prepare teacher-cache stage1 stage2 sweep test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ stage1: install
 ## stage2: Stage 2 (MIMO; method=xlco|infonce|lakda for the baselines) from the Stage-1 output
 stage2: install
 	$(MIMO) stage2 --config $(CONFIG) $(ARGS)
+
+## sweep: Stage 2 for each lambda from one cache and one Stage-1 output
+sweep: install
+	$(MIMO) sweep --config $(CONFIG) $(ARGS)
 
 ## demo: the main job on the embedded sample (CPU, offline)
 demo: install

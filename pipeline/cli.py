@@ -49,9 +49,10 @@ def _steps():
     from pipeline.teacher_cache import TeacherCacheConfig
     from trainer.stage1 import Stage1Config
     from trainer.stage2 import Stage2Config
+    from trainer.sweep import SweepConfig
 
     return {"prepare": PrepareConfig, "teacher_cache": TeacherCacheConfig, "stage1": Stage1Config,
-            "stage2": Stage2Config}
+            "stage2": Stage2Config, "sweep": SweepConfig}
 
 
 @app.command()
@@ -172,10 +173,21 @@ def stage2(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]]
     run_stage2(cfg, echo=typer.echo)
 
 
+@app.command()
+@one_line_errors
+def sweep(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] = OVERRIDES_ARG):
+    """Stage 2 (MIMO) once per lambda (default 0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0) from one cache and one
+    Stage-1 output; results collected in out_dir/sweep.json and sweep.csv. Nested stage2.* keys set the runs."""
+    from trainer.sweep import SweepConfig, run_sweep
+
+    cfg = load_config(SweepConfig, "sweep", config, overrides or [])
+    run_sweep(cfg, echo=typer.echo)
+
+
 @app.command("show-config")
 @one_line_errors
 def show_config(
-    step: str = typer.Argument(..., help="Step whose config to show: prepare, teacher_cache, stage1, stage2."),
+    step: str = typer.Argument(..., help="Step whose config to show: prepare, teacher_cache, stage1, stage2, sweep."),
     config: Optional[str] = CONFIG_OPTION,
     overrides: Optional[list[str]] = OVERRIDES_ARG,
 ):

@@ -65,3 +65,16 @@ def test_stage2_starts_from_stage1(training_setup, tmp_path):
 def test_refusals(training_setup, tmp_path, kw, message):
     with pytest.raises(MimoError, match=message):
         config(training_setup, tmp_path, **kw)
+
+
+def test_lambda_sweep_collects_one_run_per_lambda(training_setup, tmp_path):
+    from trainer.sweep import SweepConfig, run_sweep
+
+    stage2 = config(training_setup, tmp_path / "unused", stop_after=0, batch_size=64, mini_batch_size=16)
+    rows = run_sweep(SweepConfig(out_dir=str(tmp_path / "sweep"), lambdas=(0.0, 1.0), stage2=stage2),
+                     echo=lambda *_: None)
+    assert [r["lambda"] for r in rows] == [0.0, 1.0] and all(r["finished"] for r in rows)
+    assert (tmp_path / "sweep/sweep.csv").read_text().count("\n") == 3
+    assert (tmp_path / "sweep/lambda-0/model").is_dir() and (tmp_path / "sweep/lambda-1/model").is_dir()
+    with pytest.raises(MimoError, match="lambdas must be"):
+        SweepConfig(lambdas=(0.2, 1.5))
