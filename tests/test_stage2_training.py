@@ -78,3 +78,50 @@ def test_lambda_sweep_collects_one_run_per_lambda(training_setup, tmp_path):
     assert (tmp_path / "sweep/lambda-0/model").is_dir() and (tmp_path / "sweep/lambda-1/model").is_dir()
     with pytest.raises(MimoError, match="lambdas must be"):
         SweepConfig(lambdas=(0.2, 1.5))
+
+
+@pytest.mark.parametrize("method", ["mimo", "infonce"])
+def test_two_gloo_processes_equal_one_at_the_same_global_batch(training_setup, tmp_path, method):
+    """DDP over 2 CPU processes (gloo) with cross-device negatives: the same weights as 1 process.
+    Dropout is off: each rank draws its own dropout masks, one process draws others."""
+    import json as _json
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    student = tmp_path / "student-no-dropout"
+    shutil.copytree(training_setup / "tiny-student", student)
+    cfg = _json.loads((student / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (student / "config.json").write_text(_json.dumps(cfg))
+    args = dict(student=str(student), method=method, batch_size=16, mini_batch_size=4, stop_after=2)
+    run_stage2(config(training_setup, tmp_path / "one", **args), echo=lambda *_: None)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    overrides = [f"{k}={v}" for k, v in dict(prepared=training_setup / "prepared", cache=training_setup / "cache.zarr",
+                                              out_dir=tmp_path / "two", init="", max_length=48, lr=1e-3,
+                                              checkpoint_every=1000, progress="false", **args).items()]
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stage2", *overrides], cwd=REPO, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    one = torch.load(tmp_path / "one/checkpoint.pt", weights_only=False)["student"]
+    two = torch.load(tmp_path / "two/checkpoint.pt", weights_only=False)["student"]
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    # training moved the weights (the equality above is not two untouched copies)
+    from transformers import AutoModel
+
+    initial = AutoModel.from_pretrained(student, add_pooling_layer=False).state_dict()
+    assert any(not torch.allclose(one[f"encoder.{k}"], v) for k, v in initial.items() if f"encoder.{k}" in one)
+    assert len((tmp_path / "two/metrics.jsonl").read_text().splitlines()) == 2  # rank 0 logs, rank 1 does not

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,11 +41,13 @@ def progress_bar(total: int, initial: int, desc: str, enabled: bool):
     return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, disable=not enabled)
 
 
-def train_loop(cfg, name: str, n_rows: int, student, step_fn: Callable[[np.ndarray], dict], echo=print) -> dict:
+def train_loop(cfg, name: str, n_rows: int, student, step_fn: Callable[[np.ndarray], dict], echo=print,
+               write: bool = True) -> dict:
     """Run (or resume) `cfg.epochs` epochs of `cfg.batch_size` rows; return the last step's metrics.
 
     cfg needs: out_dir, lr, weight_decay, warmup_ratio, batch_size, epochs, seed, max_grad_norm,
-    checkpoint_every, stop_after, progress.
+    checkpoint_every, stop_after, progress. `write`: this process writes logs and checkpoints
+    (rank 0 under DDP; every rank holds the same weights).
     """
     out = Path(cfg.out_dir)
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -55,8 +58,8 @@ def train_loop(cfg, name: str, n_rows: int, student, step_fn: Callable[[np.ndarr
     if step:
         echo(f"{name}: resuming at step {step} of {total}")
     started, done_here, last = time.perf_counter(), 0, {}
-    bar = progress_bar(total, step, name, cfg.progress)
-    with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:
+    bar = progress_bar(total, step, name, cfg.progress and write)
+    with open(out / "metrics.jsonl" if write else os.devnull, "a", encoding="utf-8") as log:
         while step < total:
             epoch, pos = divmod(step, per_epoch)
             rows = epoch_order(n_rows, cfg.seed, epoch)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
@@ -74,7 +77,7 @@ def train_loop(cfg, name: str, n_rows: int, student, step_fn: Callable[[np.ndarr
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
             stopping = bool(cfg.stop_after) and done_here >= cfg.stop_after and step < total
-            if step % cfg.checkpoint_every == 0 or step == total or stopping:
+            if write and (step % cfg.checkpoint_every == 0 or step == total or stopping):
                 save_checkpoint(out, step, student, optimizer, scheduler)
             if stopping:
                 bar.close()

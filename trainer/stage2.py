@@ -13,6 +13,7 @@ and psi start from a Stage-1 output (`init`); Stage-2-only runs start from the p
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 from pipeline.cache_read import TeacherTargets
 from pipeline.config import write_resolved_config
 from pipeline.errors import MimoError
+from trainer import distributed
 from trainer.checkpoint import export_sentence_transformer
 from trainer.data import check_teacher_dim, read_stage_table, resolve_targets
 from trainer.gradcache import cached_step
@@ -96,15 +98,21 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
     torch.manual_seed(cfg.seed)
     student, tokenizer = load_initial_student(cfg, targets.dim)
     check_teacher_dim(targets, student.projection.out_features)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rank, size = distributed.world()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    if cfg.batch_size % (size * cfg.mini_batch_size):
+        raise MimoError(f"batch_size {cfg.batch_size} must split into {size} ranks of whole mini-batches of "
+                        f"{cfg.mini_batch_size}")
+    distributed.init_if_needed(device)
     student.to(device).train()
+    model, no_sync = distributed.wrap(student, device, find_unused=cfg.method != "mimo")
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     out.mkdir(parents=True, exist_ok=True)
     write_resolved_config(cfg, out, "stage2")
 
     def encode(ids, mask):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            embedding, projected = student(ids, mask)
+            embedding, projected = model(ids, mask)
         return embedding.float(), projected.float()
 
     def tokens(texts):
@@ -112,11 +120,12 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
         return batch["input_ids"].to(device), batch["attention_mask"].to(device)
 
     def step_fn(rows):
+        rows = distributed.local_rows(rows, rank, size)
         inputs = [tokens([queries[i] for i in rows]), tokens([passages[i] for i in rows])]
         terms = {}
         if cfg.method == "mimo":
-            tq = targets.fetch(where["q_teacher_id"][rows]).to(device)
-            tp = targets.fetch(where["p_teacher_id"][rows]).to(device)
+            tq = distributed.gather(targets.fetch(where["q_teacher_id"][rows]).to(device))
+            tp = distributed.gather(targets.fetch(where["p_teacher_id"][rows]).to(device))
 
             def loss_fn(q, p):
                 parts = stage2_loss(q[0], p[0], q[1], p[1], tq, tp, lam=cfg.lam, scale=cfg.scale)
@@ -131,11 +140,15 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
 
             def loss_fn(q, p):
                 return info_nce(q[0], p[0], cfg.scale)
-        loss = cached_step(encode, inputs, loss_fn, cfg.mini_batch_size)
+        def global_loss(*local):  # every rank: the loss over the whole global batch (see distributed.py)
+            return loss_fn(*[tuple(distributed.gather_with_grad(t) for t in reps) for reps in local])
+
+        loss = cached_step(encode, inputs, global_loss, cfg.mini_batch_size, no_sync=no_sync)
         return {"loss": loss, **terms}
 
-    result = train_loop(cfg, f"stage 2 ({cfg.method})", len(queries), student, step_fn, echo)
-    if result["finished"]:
+    result = train_loop(cfg, f"stage 2 ({cfg.method})", len(queries), student, step_fn, echo,
+                        write=rank == 0)
+    if result["finished"] and rank == 0:
         export_sentence_transformer(student.cpu(), tokenizer, out / "model", cfg.max_length)
         echo(f"stage 2 ({cfg.method}): {result['step']} steps done, loss {result['loss']:.4f}; student in {out / 'model'}")
     return result
