@@ -125,3 +125,16 @@ def test_two_gloo_processes_equal_one_at_the_same_global_batch(training_setup, t
     initial = AutoModel.from_pretrained(student, add_pooling_layer=False).state_dict()
     assert any(not torch.allclose(one[f"encoder.{k}"], v) for k, v in initial.items() if f"encoder.{k}" in one)
     assert len((tmp_path / "two/metrics.jsonl").read_text().splitlines()) == 2  # rank 0 logs, rank 1 does not
+
+
+def test_stage2_refuses_a_stage1_trained_against_another_teacher(training_setup, tmp_path):
+    s1 = Stage1Config(prepared=str(training_setup / "prepared"), cache=str(training_setup / "cache.zarr"),
+                      out_dir=str(tmp_path / "s1"), student=str(training_setup / "tiny-student"), batch_size=256,
+                      max_length=16, progress=False)
+    run_stage1(s1, echo=lambda *_: None)
+    recorded = tmp_path / "s1/teacher_fingerprint.json"
+    fingerprint = json.loads(recorded.read_text())
+    fingerprint["query_prompt"] = "Represent this query: "
+    recorded.write_text(json.dumps(fingerprint))
+    with pytest.raises(MimoError, match="trained against a teacher cache built under other settings .*query_prompt"):
+        run_stage2(config(training_setup, tmp_path / "s2", init=str(tmp_path / "s1")), echo=lambda *_: None)

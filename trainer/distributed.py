@@ -3,6 +3,8 @@
 - Each rank encodes its slice of the global batch; representations are all-gathered *with
   gradients* (torch.distributed.nn.all_gather) so every rank computes the loss over the whole
   global batch: cross-device in-batch negatives, the same loss as one process.
+- With `cross_device_negatives=false` each rank's loss uses its own slice only (local negatives);
+  DDP's gradient average then makes the step the mean of the per-rank losses' steps.
 - Loss scaling by world size happens here and only here: every rank holds the same global loss,
   so all_gather's backward sums world_size identical gradient contributions into each rank's
   representations, and DDP's all-reduce then *averages* parameter gradients over the ranks; the

@@ -398,6 +398,7 @@ def rebuild_multilingual_e5_small(cache_dir: Path | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}.build-", dir=root))
     try:
         _build(tmp, version)
+        sanity_check(tmp)  # a broken rebuild (format change, bad dequantization) is never published
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide the cache from other users of a shared machine
         if folder.exists():  # stale (other version or incomplete): move it aside, then swap
             old = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}.old-", dir=root))

@@ -8,6 +8,7 @@ the shared loop (trainer/loop.py) with this step: tokenize t_XX -> psi(E_s) -> d
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,8 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
     result = train_loop(cfg, "stage 1", len(texts), student, step_fn, echo)
     if result["finished"]:
         export_sentence_transformer(student.cpu(), tokenizer, out / "model", cfg.max_length)
+        # which teacher psi maps into: Stage 2 refuses a cache built under other settings
+        (out / "teacher_fingerprint.json").write_text(json.dumps(targets.fingerprint, indent=2, sort_keys=True))
         echo(f"stage 1: {result['step']} steps done, loss {result['loss']:.4f}; student in {out / 'model'}, "
              f"psi in {out / 'projection.pt'}")
     return result

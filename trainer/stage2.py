@@ -13,6 +13,7 @@ and psi start from a Stage-1 output (`init`); Stage-2-only runs start from the p
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ class Stage2Config:
     stop_after: int = 0
     cache_in_memory: bool = True
     progress: bool = True
+    cross_device_negatives: bool = True  # DDP: every rank's passages are negatives for every query
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -73,12 +75,20 @@ class Stage2Config:
             raise MimoError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
 
 
-def load_initial_student(cfg: Stage2Config, teacher_dim: int):
+def load_initial_student(cfg: Stage2Config, targets: TeacherTargets):
+    teacher_dim = targets.dim
     if not cfg.init:
         return load_student(cfg.student, teacher_dim, cfg.pooling)
     init = Path(cfg.init)
     if not (init / "model").is_dir() or not (init / "projection.pt").is_file():
         raise MimoError(f"init {init}: not a finished Stage-1 output (model/ and projection.pt expected)")
+    recorded = init / "teacher_fingerprint.json"
+    if recorded.is_file():
+        theirs = json.loads(recorded.read_text())
+        diffs = sorted(k for k in set(theirs) | set(targets.fingerprint) if theirs.get(k) != targets.fingerprint.get(k))
+        if diffs:
+            raise MimoError(f"init {init} was trained against a teacher cache built under other settings "
+                            f"({', '.join(f'{k}: {theirs.get(k)!r} vs {targets.fingerprint.get(k)!r}' for k in diffs)})")
     student, tokenizer = load_student(str(init / "model"), teacher_dim, cfg.pooling)
     psi = torch.load(init / "projection.pt", map_location="cpu", weights_only=True)
     if psi["weight"].shape != student.projection.weight.shape:
@@ -96,7 +106,7 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
     second = table.column("q2_text").to_pylist() if cfg.method == "lakda" else None
 
     torch.manual_seed(cfg.seed)
-    student, tokenizer = load_initial_student(cfg, targets.dim)
+    student, tokenizer = load_initial_student(cfg, targets)
     check_teacher_dim(targets, student.projection.out_features)
     rank, size = distributed.world()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
@@ -124,8 +134,9 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
         inputs = [tokens([queries[i] for i in rows]), tokens([passages[i] for i in rows])]
         terms = {}
         if cfg.method == "mimo":
-            tq = distributed.gather(targets.fetch(where["q_teacher_id"][rows]).to(device))
-            tp = distributed.gather(targets.fetch(where["p_teacher_id"][rows]).to(device))
+            share = distributed.gather if cfg.cross_device_negatives else (lambda t: t)
+            tq = share(targets.fetch(where["q_teacher_id"][rows]).to(device))
+            tp = share(targets.fetch(where["p_teacher_id"][rows]).to(device))
 
             def loss_fn(q, p):
                 parts = stage2_loss(q[0], p[0], q[1], p[1], tq, tp, lam=cfg.lam, scale=cfg.scale)
@@ -141,6 +152,8 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
             def loss_fn(q, p):
                 return info_nce(q[0], p[0], cfg.scale)
         def global_loss(*local):  # every rank: the loss over the whole global batch (see distributed.py)
+            if not cfg.cross_device_negatives:
+                return loss_fn(*local)
             return loss_fn(*[tuple(distributed.gather_with_grad(t) for t in reps) for reps in local])
 
         loss = cached_step(encode, inputs, global_loss, cfg.mini_batch_size, no_sync=no_sync)
