@@ -80,7 +80,7 @@ def test_lambda_sweep_collects_one_run_per_lambda(training_setup, tmp_path):
         SweepConfig(lambdas=(0.2, 1.5))
 
 
-@pytest.mark.parametrize("method", ["mimo", "infonce"])
+@pytest.mark.parametrize("method", ["stage1", "mimo", "infonce"])
 def test_two_gloo_processes_equal_one_at_the_same_global_batch(training_setup, tmp_path, method):
     """DDP over 2 CPU processes (gloo) with cross-device negatives: the same weights as 1 process.
     Dropout is off: each rank draws its own dropout masks, one process draws others."""
@@ -98,20 +98,29 @@ def test_two_gloo_processes_equal_one_at_the_same_global_batch(training_setup, t
     cfg = _json.loads((student / "config.json").read_text())
     cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (student / "config.json").write_text(_json.dumps(cfg))
-    args = dict(student=str(student), method=method, batch_size=16, mini_batch_size=4, stop_after=2)
-    run_stage2(config(training_setup, tmp_path / "one", **args), echo=lambda *_: None)
+    if method == "stage1":
+        args = dict(student=str(student), batch_size=16, stop_after=2)
+        run_stage1(Stage1Config(prepared=str(training_setup / "prepared"), cache=str(training_setup / "cache.zarr"),
+                                out_dir=str(tmp_path / "one"), max_length=48, lr=1e-3, progress=False, **args),
+                   echo=lambda *_: None)
+    else:
+        args = dict(student=str(student), method=method, batch_size=16, mini_batch_size=4, stop_after=2)
+        run_stage2(config(training_setup, tmp_path / "one", **args), echo=lambda *_: None)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    overrides = [f"{k}={v}" for k, v in dict(prepared=training_setup / "prepared", cache=training_setup / "cache.zarr",
-                                              out_dir=tmp_path / "two", init="", max_length=48, lr=1e-3,
-                                              checkpoint_every=1000, progress="false", **args).items()]
+    common = dict(prepared=training_setup / "prepared", cache=training_setup / "cache.zarr", out_dir=tmp_path / "two",
+                  max_length=48, lr=1e-3, checkpoint_every=1000, progress="false", **args)
+    if method != "stage1":
+        common["init"] = ""
+    overrides = [f"{k}={v}" for k, v in common.items()]
+    command = "stage1" if method == "stage1" else "stage2"
     procs = []
     for rank in (0, 1):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
                "MASTER_PORT": str(port), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stage2", *overrides], cwd=REPO, env=env,
+        procs.append(subprocess.Popen([sys.executable, "-m", "pipeline.cli", command, *overrides], cwd=REPO, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs

@@ -9,6 +9,7 @@ the shared loop (trainer/loop.py) with this step: tokenize t_XX -> psi(E_s) -> d
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 from pipeline.cache_read import TeacherTargets
 from pipeline.config import write_resolved_config
 from pipeline.errors import MimoError
+from trainer import distributed
 from trainer.checkpoint import export_sentence_transformer
 from trainer.data import check_teacher_dim, read_stage_table, resolve_targets
 from trainer.loop import train_loop
@@ -66,24 +68,32 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
     torch.manual_seed(cfg.seed)
     student, tokenizer = load_student(cfg.student, targets.dim, cfg.pooling)
     check_teacher_dim(targets, student.projection.out_features)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rank, size = distributed.world()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    if cfg.batch_size % size:
+        raise MimoError(f"batch_size {cfg.batch_size} must split evenly into {size} ranks")
+    distributed.init_if_needed(device)
     student.to(device).train()
+    # each rank takes an equal slice; DDP's gradient average is then the global batch's mean
+    # (the epoch's last, smaller batch drops the rows that do not split evenly)
+    model, _ = distributed.wrap(student, device, find_unused=False)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     out.mkdir(parents=True, exist_ok=True)
     write_resolved_config(cfg, out, "stage1")
 
     def step_fn(rows):
+        rows = distributed.local_rows(rows, rank, size)
         batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=cfg.max_length,
                           return_tensors="pt").to(device)
         teacher = targets.fetch(where[rows]).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            _, projected = student(batch["input_ids"], batch["attention_mask"])
+            _, projected = model(batch["input_ids"], batch["attention_mask"])
         loss = distill_loss(projected.float(), teacher)
         loss.backward()
         return {"loss": loss.detach()}
 
-    result = train_loop(cfg, "stage 1", len(texts), student, step_fn, echo)
-    if result["finished"]:
+    result = train_loop(cfg, "stage 1", len(texts), student, step_fn, echo, write=rank == 0)
+    if result["finished"] and rank == 0:
         export_sentence_transformer(student.cpu(), tokenizer, out / "model", cfg.max_length)
         # which teacher psi maps into: Stage 2 refuses a cache built under other settings
         (out / "teacher_fingerprint.json").write_text(json.dumps(targets.fingerprint, indent=2, sort_keys=True))
