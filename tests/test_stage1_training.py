@@ -55,3 +55,28 @@ def test_resume_equals_an_uninterrupted_run(setup, tmp_path):
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
     assert losses(parts) == pytest.approx(losses(full), abs=1e-6)
+
+
+def test_a_short_stage1_run_improves_cross_lingual_alignment(setup, tmp_path):
+    """Held-out parallel passages (en, de, ja) move closer together, relative to unrelated ones."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from eval.analysis import alignment, uniformity
+    from pipeline.sample import load_sample
+    from tests.conftest import REPO
+
+    sample = load_sample(REPO / "data/sample", ("en", "de", "ja"))
+    held = sample.ids("heldout")
+    texts = {lang: [sample.by_id(lang)[i].passage_text(lang) for i in held] for lang in ("en", "de", "ja")}
+
+    def score(model_dir):
+        model = SentenceTransformer(str(model_dir), device="cpu")
+        emb = np.stack([model.encode(texts[lang], normalize_embeddings=True) for lang in ("en", "de", "ja")], axis=1)
+        # alignment of parallel texts over uniformity of the whole set: lower is better aligned
+        return alignment(emb) / -uniformity(emb.reshape(-1, emb.shape[-1]))
+
+    before = score(setup / "tiny-student")
+    run_stage1(config(setup, tmp_path / "run", epochs=3), echo=lambda *_: None)
+    after = score(tmp_path / "run/model")
+    assert after < 0.9 * before, (before, after)
