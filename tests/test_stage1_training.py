@@ -80,3 +80,40 @@ def test_a_short_stage1_run_improves_cross_lingual_alignment(setup, tmp_path):
     run_stage1(config(setup, tmp_path / "run", epochs=3), echo=lambda *_: None)
     after = score(tmp_path / "run/model")
     assert after < 0.9 * before, (before, after)
+
+
+def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(setup, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    args = [f"prepared={setup / 'prepared'}", f"cache={setup / 'cache.zarr'}", f"student={setup / 'tiny-student'}",
+            "batch_size=16", "max_length=32", "lr=1e-3", "checkpoint_every=3", "progress=false"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stage1", *args, f"out_dir={killed}"], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for a few steps past the first checkpoint, then kill mid-epoch
+        log = killed / "metrics.jsonl"
+        if log.is_file() and len(log.read_text().splitlines()) >= 7:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps_at_kill = len((killed / "metrics.jsonl").read_text().splitlines())
+    n_steps = -(-pq.read_table(setup / "prepared/stage1/pairs.parquet").num_rows // 16)
+    assert 7 <= steps_at_kill < n_steps
+    subprocess.run([sys.executable, "-m", "pipeline.cli", "stage1", *args, f"out_dir={killed}"], cwd=REPO, env=env,
+                   check=True, capture_output=True)
+    clean = tmp_path / "clean"
+    subprocess.run([sys.executable, "-m", "pipeline.cli", "stage1", *args, f"out_dir={clean}"], cwd=REPO, env=env,
+                   check=True, capture_output=True)
+    a = torch.load(killed / "checkpoint.pt", weights_only=False)["student"]
+    b = torch.load(clean / "checkpoint.pt", weights_only=False)["student"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)

@@ -74,6 +74,7 @@ def train_loop(cfg, name: str, n_rows: int, student, step_fn: Callable[[np.ndarr
                     "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                     "rows_per_s": round(done_here * cfg.batch_size / (time.perf_counter() - started), 2)}
             log.write(json.dumps(last) + "\n")
+            log.flush()  # a line per step, visible to `tail -f` and kept when the run is killed
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
             stopping = bool(cfg.stop_after) and done_here >= cfg.stop_after and step < total
