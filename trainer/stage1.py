@@ -79,7 +79,8 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
     model, _ = distributed.wrap(student, device, find_unused=False)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     out.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(cfg, out, "stage1")
+    if rank == 0:
+        write_resolved_config(cfg, out, "stage1")
 
     def step_fn(rows):
         rows = distributed.local_rows(rows, rank, size)

@@ -118,7 +118,8 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
     model, no_sync = distributed.wrap(student, device, find_unused=cfg.method != "mimo")
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     out.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(cfg, out, "stage2")
+    if rank == 0:
+        write_resolved_config(cfg, out, "stage2")
 
     def encode(ids, mask):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -151,6 +152,7 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
 
             def loss_fn(q, p):
                 return info_nce(q[0], p[0], cfg.scale)
+
         def global_loss(*local):  # every rank: the loss over the whole global batch (see distributed.py)
             if not cfg.cross_device_negatives:
                 return loss_fn(*local)
