@@ -30,6 +30,11 @@ def linear_schedule(optimizer, total_steps: int, warmup_ratio: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast: always with precision=bf16, on GPUs with auto (Table 6), never on CPUs by default."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 

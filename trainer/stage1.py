@@ -9,7 +9,6 @@ the shared loop (trainer/loop.py) with this step: tokenize t_XX -> psi(E_s) -> d
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +17,11 @@ import torch
 from pipeline.cache_read import TeacherTargets
 from pipeline.config import write_resolved_config
 from pipeline.errors import MimoError
+from pipeline.teacher import pick_device
 from trainer import distributed
 from trainer.checkpoint import export_sentence_transformer
 from trainer.data import check_teacher_dim, read_stage_table, resolve_targets
-from trainer.loop import train_loop
+from trainer.loop import train_loop, use_bf16
 from trainer.losses import distill_loss
 from trainer.student import load_student
 
@@ -69,7 +69,7 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
     student, tokenizer = load_student(cfg.student, targets.dim, cfg.pooling)
     check_teacher_dim(targets, student.projection.out_features)
     rank, size = distributed.world()
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    device = pick_device("auto")  # this rank's GPU (LOCAL_RANK), else the CPU
     if cfg.batch_size % size:
         raise MimoError(f"batch_size {cfg.batch_size} must split evenly into {size} ranks")
     distributed.init_if_needed(device)
@@ -77,7 +77,7 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
     # each rank takes an equal slice; DDP's gradient average is then the global batch's mean
     # (the epoch's last, smaller batch drops the rows that do not split evenly)
     model, _ = distributed.wrap(student, device, find_unused=False)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    bf16 = use_bf16(cfg.precision, device)
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         write_resolved_config(cfg, out, "stage1")

@@ -14,7 +14,6 @@ and psi start from a Stage-1 output (`init`); Stage-2-only runs start from the p
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +22,12 @@ import torch
 from pipeline.cache_read import TeacherTargets
 from pipeline.config import write_resolved_config
 from pipeline.errors import MimoError
+from pipeline.teacher import pick_device
 from trainer import distributed
 from trainer.checkpoint import export_sentence_transformer
 from trainer.data import check_teacher_dim, read_stage_table, resolve_targets
 from trainer.gradcache import cached_step
-from trainer.loop import train_loop
+from trainer.loop import train_loop, use_bf16
 from trainer.losses import info_nce, lakda_loss, stage2_loss
 from trainer.student import load_student
 
@@ -109,14 +109,14 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
     student, tokenizer = load_initial_student(cfg, targets)
     check_teacher_dim(targets, student.projection.out_features)
     rank, size = distributed.world()
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    device = pick_device("auto")  # this rank's GPU (LOCAL_RANK), else the CPU
     if cfg.batch_size % (size * cfg.mini_batch_size):
         raise MimoError(f"batch_size {cfg.batch_size} must split into {size} ranks of whole mini-batches of "
                         f"{cfg.mini_batch_size}")
     distributed.init_if_needed(device)
     student.to(device).train()
     model, no_sync = distributed.wrap(student, device, find_unused=cfg.method != "mimo")
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    bf16 = use_bf16(cfg.precision, device)
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         write_resolved_config(cfg, out, "stage2")
