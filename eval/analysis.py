@@ -23,6 +23,19 @@ def alignment(parallel: np.ndarray) -> float:
     return float(np.mean(distances))
 
 
+def alignment_groups(embeddings: np.ndarray, groups: list[list[int]]) -> float:
+    """Alignment over groups of rows holding the same document in different languages.
+
+    Mean squared distance over every pair of distinct rows within a group; with complete groups
+    (every language present) this equals `alignment` of the (items, languages, dim) array.
+    """
+    pairs = np.array([(a, b) for g in groups for a, b in combinations(g, 2)], dtype=np.int64).reshape(-1, 2)
+    if not len(pairs):
+        raise ValueError("alignment needs at least one group with two languages")
+    x = embeddings.astype(np.float64)
+    return float(((x[pairs[:, 0]] - x[pairs[:, 1]]) ** 2).sum(-1).mean())
+
+
 def uniformity(embeddings: np.ndarray, t: float = 2.0, chunk: int = 2048) -> float:
     """embeddings: (n, dim), every document of the mixed corpus; pairs of distinct documents only."""
     if len(embeddings) < 2:

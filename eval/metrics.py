@@ -8,7 +8,8 @@ trec_eval rules followed here, each checked against pytrec_eval in tests/test_me
 - queries without any relevant document are not evaluated.
 
 The core functions take a (queries x k) matrix of grades in ranked order, so 40,000 queries cost a
-few array operations; `evaluate` builds that matrix from dict runs and qrels.
+few array operations. `evaluate_search` builds that matrix from a FAISS result (row ids and
+scores, re-ranked by trec_eval's rules); `evaluate` from dict runs and qrels (the pytrec_eval shape).
 """
 
 from __future__ import annotations
@@ -76,4 +77,55 @@ def evaluate(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]],
                              ("mrr", mrr_at_k(ranked, k))):
             for q, v in zip(qids, values):
                 out[q][f"{name}@{k}"] = float(v)
+    return out
+
+
+class JudgedGrades:
+    """Qrels in array form over corpus rows: grade lookups for a whole (queries x k) id matrix at once."""
+
+    def __init__(self, qrels: dict[str, dict[str, int]], query_ids: list[str], doc_ids: list[str], width: int):
+        row_of = {d: i for i, d in enumerate(doc_ids)}
+        self.n_docs = len(doc_ids)
+        keys, grades = [], []
+        self.ideal = np.zeros((len(query_ids), width))
+        self.n_relevant = np.zeros(len(query_ids))
+        for q, qid in enumerate(query_ids):
+            judged = qrels.get(qid, {})
+            for doc, grade in judged.items():
+                keys.append(q * self.n_docs + row_of[doc])
+                grades.append(grade)
+            best = sorted((g for g in judged.values() if g > 0), reverse=True)[:width]
+            self.ideal[q, : len(best)] = best
+            self.n_relevant[q] = sum(1 for g in judged.values() if g >= 1)
+        order = np.argsort(np.array(keys, dtype=np.int64), kind="stable")
+        self.keys = np.array(keys, dtype=np.int64)[order]
+        self.grades = np.array(grades, dtype=np.float64)[order]
+
+    def lookup(self, rows: np.ndarray) -> np.ndarray:
+        """Grades of the documents at corpus rows `rows` (queries x k, -1 = none) for each query."""
+        key = np.arange(len(rows), dtype=np.int64)[:, None] * self.n_docs + rows
+        pos = np.minimum(np.searchsorted(self.keys, key), max(len(self.keys) - 1, 0))
+        hit = (rows >= 0) & (len(self.keys) > 0) & (self.keys[pos] == key) if len(self.keys) else np.zeros(rows.shape, bool)
+        return np.where(hit, self.grades[pos] if len(self.keys) else 0.0, 0.0)
+
+
+def trec_rerank(rows: np.ndarray, scores: np.ndarray, doc_ids: list[str]) -> np.ndarray:
+    """Corpus rows of each query reordered as trec_eval ranks them: score descending, then doc id descending."""
+    id_rank = np.empty(len(doc_ids), dtype=np.int64)
+    id_rank[np.argsort(np.array(doc_ids, dtype=object), kind="stable")] = np.arange(len(doc_ids))
+    tie = np.where(rows >= 0, id_rank[np.maximum(rows, 0)], -1)
+    score = np.where(rows >= 0, scores.astype(np.float64), -np.inf)  # -1 = no result: ranked last
+    order = np.lexsort((-tie, -score), axis=-1)  # the last key is the primary one
+    return np.take_along_axis(rows, order, axis=-1)
+
+
+def evaluate_search(rows: np.ndarray, scores: np.ndarray, judged: JudgedGrades, doc_ids: list[str],
+                    ks: tuple[int, ...] = (10, 20)) -> dict[str, np.ndarray]:
+    """Per-query metric arrays {"ndcg@10": (n_queries,), ...} of a search result (corpus rows and scores)."""
+    ranked = judged.lookup(trec_rerank(rows, scores, doc_ids))
+    out = {}
+    for k in ks:
+        out[f"ndcg@{k}"] = ndcg_at_k(ranked, judged.ideal, k)
+        out[f"recall@{k}"] = recall_at_k(ranked, judged.n_relevant, k)
+        out[f"mrr@{k}"] = mrr_at_k(ranked, k)
     return out

@@ -52,3 +52,19 @@ def test_mrc_per_language():
     assert out["en"] == pytest.approx(100 * (1 + 0) / 2)
     assert out["de"] == pytest.approx(100 * (1 + -1) / 2)
     assert out["fr"] == pytest.approx(100 * (1 + 0) / 2)
+
+
+def test_alignment_over_groups_equals_the_complete_array_and_handles_partial_groups():
+    from eval.analysis import alignment_groups
+
+    rng = np.random.default_rng(0)
+    parallel = rng.normal(size=(5, 3, 4))  # 5 documents x 3 languages
+    flat = parallel.reshape(15, 4)
+    groups = [[3 * i, 3 * i + 1, 3 * i + 2] for i in range(5)]
+    assert alignment_groups(flat, groups) == pytest.approx(alignment(parallel))
+    # partial groups (MLQA: a question exists in some languages only): mean over the pairs present
+    x = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0], [1.0, 1.0], [9.0, 9.0]])
+    # pairs: (0,1): 25, (0,2): 1, (1,2): 18; (3,4): 128 -> mean 43
+    assert alignment_groups(x, [[0, 1, 2], [3, 4]]) == pytest.approx((25 + 1 + 18 + 128) / 4)
+    with pytest.raises(ValueError):
+        alignment_groups(x, [[0]])

@@ -47,3 +47,36 @@ def test_agreement_with_pytrec_eval_on_random_runs():
             assert values[f"recall@{k}"] == pytest.approx(theirs[qid][f"recall_{k}"], abs=1e-9), (qid, k)
             compared += 1
     assert compared > 300
+
+
+def test_search_result_path_equals_pytrec_eval():
+    """The array path (FAISS rows and scores -> trec ranking -> grades) agrees with pytrec_eval per query."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    from eval.metrics import JudgedGrades, evaluate_search
+
+    rng = np.random.default_rng(1)
+    doc_ids = [f"d{i}" for i in rng.permutation(80)]  # corpus order unrelated to id order
+    query_ids = [f"q{i}" for i in range(150)]
+    k = 25
+    rows = np.stack([rng.choice(80, size=k, replace=False) for _ in query_ids])
+    scores = np.round(rng.random(rows.shape), 1).astype(np.float32)  # many ties: trec breaks them by id
+    rows[:5, -3:] = -1  # fewer results than k (FAISS pads with -1)
+    qrels = {}
+    for q in query_ids:
+        judged = rng.choice(80, size=int(rng.integers(1, 15)), replace=False)
+        qrels[q] = {doc_ids[d]: int(rng.integers(0, 4)) for d in judged}
+    run = {q: {doc_ids[r]: float(s) for r, s in zip(rows[i], scores[i]) if r >= 0} for i, q in enumerate(query_ids)}
+    expected = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "ndcg_cut.20", "recall.20"}).evaluate(run)
+    got = evaluate_search(rows, scores, JudgedGrades(qrels, query_ids, doc_ids, k), doc_ids, ks=(10, 20))
+    dict_path = evaluate(run, qrels, ks=(10, 20))
+    checked = 0
+    for i, q in enumerate(query_ids):
+        if q not in expected:  # no relevant document: trec_eval skips the query
+            continue
+        assert got["ndcg@10"][i] == pytest.approx(expected[q]["ndcg_cut_10"], abs=1e-9)
+        assert got["ndcg@20"][i] == pytest.approx(expected[q]["ndcg_cut_20"], abs=1e-9)
+        assert got["recall@20"][i] == pytest.approx(expected[q]["recall_20"], abs=1e-9)
+        if q in dict_path:  # queries with only grade-0 judgments: trec_eval reports 0, ours skips them
+            assert got["mrr@10"][i] == pytest.approx(dict_path[q]["mrr@10"], abs=1e-12)
+        checked += 1
+    assert checked > 100
