@@ -49,10 +49,11 @@ def _steps():
     from pipeline.teacher_cache import TeacherCacheConfig
     from trainer.stage1 import Stage1Config
     from trainer.stage2 import Stage2Config
+    from eval.run import EvalConfig
     from trainer.sweep import SweepConfig
 
     return {"prepare": PrepareConfig, "teacher_cache": TeacherCacheConfig, "stage1": Stage1Config,
-            "stage2": Stage2Config, "sweep": SweepConfig}
+            "stage2": Stage2Config, "sweep": SweepConfig, "eval": EvalConfig}
 
 
 @app.command()
@@ -184,10 +185,26 @@ def sweep(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] 
     run_sweep(cfg, echo=typer.echo)
 
 
+@app.command("eval")
+@one_line_errors
+def eval_(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] = OVERRIDES_ARG):
+    """Evaluate models on mixed-language (MLIR) and monolingual benchmarks with FAISS; write the report.
+
+    Models ([[eval.models]]): training outputs, Hugging Face / sentence-transformers models with their
+    prompts, or teacher:<cache store>. Benchmarks ([[eval.benchmarks]]): sample, local folders, or
+    belebele, xquad, mlqa, multieup, neuclir22, neuclir23, miracl from the hub. Embeddings are cached
+    per model in embeddings_dir; out_dir gets report.md, results.csv, results.json and PNG plots.
+    """
+    from eval.run import EvalConfig, run_eval
+
+    cfg = load_config(EvalConfig, "eval", config, overrides or [])
+    run_eval(cfg, echo=typer.echo)
+
+
 @app.command("show-config")
 @one_line_errors
 def show_config(
-    step: str = typer.Argument(..., help="Step whose config to show: prepare, teacher_cache, stage1, stage2, sweep."),
+    step: str = typer.Argument(..., help="Step whose config to show: prepare, teacher_cache, stage1, stage2, sweep, eval."),
     config: Optional[str] = CONFIG_OPTION,
     overrides: Optional[list[str]] = OVERRIDES_ARG,
 ):

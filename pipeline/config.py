@@ -53,6 +53,15 @@ def _coerce(value: Any, tp, key: str, where: str, from_text: bool) -> Any:
         return value
     if origin is tuple:
         (item_tp, *_rest) = typing.get_args(tp)
+        if _is_config(item_tp):  # a list of tables ([[eval.models]]): each one a config of its own
+            if from_text and isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    raise bad from None
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, dict) for v in value):
+                raise MimoError(f"config key {key!r} in {where}: expected a list of tables, got {value!r}")
+            return tuple(_apply(item_tp(), v, where, from_text, f"{key}[{i}].") for i, v in enumerate(value))
         if from_text and isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
@@ -198,7 +207,7 @@ def config_to_dict(cfg) -> dict[str, Any]:
         if dataclasses.is_dataclass(value):
             value = config_to_dict(value)
         elif isinstance(value, tuple):
-            value = list(value)
+            value = [config_to_dict(v) if dataclasses.is_dataclass(v) else v for v in value]
         out[f.name] = value
     return out
 

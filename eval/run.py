@@ -1,0 +1,238 @@
+"""The eval step: benchmarks x models -> FAISS retrieval -> the paper's metrics -> report and plots.
+
+For each model, every benchmark's queries and corpus are embedded once (cached on disk, see
+eval/encoders.py) and then reused by retrieval, MRC and the alignment-uniformity analysis.
+MLIR benchmarks search one index over the mixed-language corpus (nDCG@20); monolingual ones
+(MIRACL) one index per language (nDCG@10, averaged over languages, as MTEB does).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from eval.benchmark import Benchmark
+from eval.encoders import Embedder, ModelSpec
+from pipeline.config import write_resolved_config
+from pipeline.errors import MimoError
+
+SOURCES = ("sample", "local", "belebele", "xquad", "mlqa", "multieup", "neuclir22", "neuclir23", "miracl")
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    source: str = "sample"  # one of SOURCES
+    name: str = ""  # the column in the report (default: the source)
+    path: str = ""  # sample: the sample folder; local: the benchmark folder; hub sources: a hub id or a local copy
+    revision: str = "main"
+    languages: tuple[str, ...] = ()  # default: the paper's subset
+    split: str = ""  # default: the split the paper evaluates
+    setting: str = "mlir"  # local benchmarks only: mlir (one mixed corpus) or monolingual (per-language corpora)
+    analysis: bool = False  # alignment-uniformity and MRC@10 on this (parallel) benchmark (Belebele in the paper)
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise MimoError(f"eval benchmark source must be one of {', '.join(SOURCES)}, not {self.source!r}")
+        if self.source == "local" and not self.path:
+            raise MimoError(f"eval benchmark {self.name or 'local'!r}: a local benchmark needs 'path'")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.source
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    out_dir: str = "work/paper/eval"
+    embeddings_dir: str = "work/paper/eval/embeddings"  # reused across eval runs (one folder per model)
+    models: tuple[ModelSpec, ...] = ()
+    benchmarks: tuple[BenchmarkSpec, ...] = (
+        BenchmarkSpec("belebele", analysis=True), BenchmarkSpec("mlqa"), BenchmarkSpec("xquad"),
+        BenchmarkSpec("multieup"), BenchmarkSpec("neuclir22"), BenchmarkSpec("neuclir23"), BenchmarkSpec("miracl"))
+    sweep_dir: str = ""  # a `mimo sweep` output: its runs are evaluated too, and the lambda curve drawn
+    index: str = "flat"  # flat (exact inner product), ivf or hnsw (approximate: recall against exact is reported)
+    nlist: int = 0  # ivf lists; 0 = 4 sqrt(corpus size)
+    nprobe: int = 32
+    hnsw_m: int = 32
+    ef_search: int = 128
+    depth: int = 100  # documents retrieved per query (recall@100; nDCG@20 and MRC@10 use the top of it)
+    mrc_k: int = 10
+    device: str = "auto"
+    max_batch_tokens: int = 0  # 0: the device's default (as for the teacher cache)
+    # auto: bf16 on GPU, float32 on CPU; autocast_bf16: bf16 matmuls on float32 weights (2x on CPUs with bf16 units)
+    compute_dtype: str = "auto"
+    plots: bool = True
+
+    def __post_init__(self):
+        from eval.retrieval import INDEXES
+
+        if self.index not in INDEXES:
+            raise MimoError(f"index must be one of {', '.join(INDEXES)}, not {self.index!r}")
+        if self.depth < 20:
+            raise MimoError(f"depth must be at least 20 (nDCG@20), not {self.depth}")
+        labels = [b.label for b in self.benchmarks]
+        if len(set(labels)) != len(labels):
+            raise MimoError(f"eval benchmarks need distinct names (got {labels}); set 'name'")
+        unset = [i for i, m in enumerate(self.models) if not m.model]
+        if unset:
+            raise MimoError(f"eval model {unset[0]} ({self.models[unset[0]].name or 'unnamed'}): 'model' is not set")
+        names = [m.label for m in self.models]
+        if len(set(names)) != len(names):
+            raise MimoError(f"eval models need distinct names (got {names})")
+
+
+def load_benchmark(spec: BenchmarkSpec) -> Benchmark:
+    from eval.local import load_local, load_sample
+
+    if spec.source == "sample":
+        bench = load_sample(spec.path or "data/sample", spec.split or "heldout", spec.languages)
+    elif spec.source == "local":
+        bench = load_local(spec.path, spec.label, spec.setting)
+    else:
+        from eval.hub import LOADERS
+
+        bench = LOADERS[spec.source](hub_id=spec.path, revision=spec.revision, languages=spec.languages, split=spec.split)
+    bench.name = spec.label
+    return bench
+
+
+def sweep_models(sweep_dir: str, template: ModelSpec | None) -> list[ModelSpec]:
+    """One model per lambda of a `mimo sweep` output (its sweep.json)."""
+    path = Path(sweep_dir) / "sweep.json"
+    if not path.is_file():
+        raise MimoError(f"sweep_dir {sweep_dir}: no sweep.json (run `mimo sweep` first)")
+    runs = json.loads(path.read_text())
+    base = template or ModelSpec(model="-")
+    return [ModelSpec(name=f"MIMO λ={r['lambda']:g}", model=r["out_dir"], query_prompt=base.query_prompt,
+                      document_prompt=base.document_prompt, max_length=base.max_length, lam=float(r["lambda"]))
+            for r in runs]
+
+
+def retrieve(bench: Benchmark, queries: np.ndarray, corpus: np.ndarray, cfg: EvalConfig) -> dict:
+    """Search every query (per language for monolingual benchmarks); return metric arrays and top-k rows."""
+    from eval.metrics import JudgedGrades, evaluate_search
+    from eval.retrieval import build_index, recall_against_exact, search
+
+    if queries.shape[1] != corpus.shape[1]:
+        raise MimoError(f"{bench.name}: query embeddings are {queries.shape[1]}-d, corpus embeddings {corpus.shape[1]}-d")
+    depth = min(cfg.depth, len(corpus))
+    rows = np.full((len(queries), depth), -1, dtype=np.int64)
+    scores = np.full((len(queries), depth), -np.inf, dtype=np.float32)
+    recalls, timing = [], {"index_s": 0.0, "search_s": 0.0}
+    qlang, dlang = np.array(bench.query_langs), np.array(bench.doc_langs)
+    parts = [(np.arange(len(queries)), np.arange(len(corpus)))] if bench.setting == "mlir" else [
+        (np.flatnonzero(qlang == lang), np.flatnonzero(dlang == lang)) for lang in sorted(set(bench.query_langs))]
+    for q_rows, d_rows in parts:
+        if not len(d_rows):
+            raise MimoError(f"{bench.name}: no documents in language {qlang[q_rows[0]]} (monolingual setting)")
+        t0 = time.perf_counter()
+        index = build_index(corpus[d_rows], cfg.index, cfg.nlist, cfg.nprobe, cfg.hnsw_m, cfg.ef_search)
+        t1 = time.perf_counter()
+        s, r = search(index, queries[q_rows], depth)
+        timing["index_s"] += t1 - t0
+        timing["search_s"] += time.perf_counter() - t1
+        rows[q_rows[:, None], np.arange(r.shape[1])] = np.where(r >= 0, d_rows[np.maximum(r, 0)], -1)
+        scores[q_rows[:, None], np.arange(s.shape[1])] = s
+        if cfg.index != "flat":  # how much of the exact top-k the approximate index keeps
+            exact_s, exact_r = search(build_index(corpus[d_rows], "flat"), queries[q_rows], depth)
+            recalls.append((recall_against_exact(r, exact_s, exact_r, s), len(q_rows)))
+    t0 = time.perf_counter()
+    judged = JudgedGrades(bench.qrels, bench.query_ids, bench.doc_ids, depth)
+    metrics = evaluate_search(rows, scores, judged, bench.doc_ids, ks=(10, 20, depth))
+    timing["metrics_s"] = time.perf_counter() - t0
+    out = {"metrics": metrics, "rows": rows, "timing": timing}
+    if recalls:
+        out["index_recall"] = sum(r * n for r, n in recalls) / sum(n for _, n in recalls)
+    return out
+
+
+def summarize(bench: Benchmark, found: dict, depth: int) -> dict:
+    """Means of the per-query metrics: overall, per query language, and the paper's main figure."""
+    metrics = found["metrics"]
+    langs = np.array(bench.query_langs)
+    names = list(dict.fromkeys(["ndcg@10", "ndcg@20", "recall@20", f"recall@{depth}", "mrr@10"]))
+    per_lang = {lang: {n: float(metrics[n][langs == lang].mean()) for n in names} for lang in sorted(set(langs))}
+    if bench.setting == "monolingual":  # MTEB: the mean of the per-language scores
+        overall = {n: float(np.mean([v[n] for v in per_lang.values()])) for n in names}
+    else:  # LAReQA style: every query of the mixed pool counts once
+        overall = {n: float(metrics[n].mean()) for n in names}
+    out = {"main": overall[bench.metric], "metric": bench.metric, **overall, "per_language": per_lang,
+           "queries": len(bench.query_ids), **found["timing"]}
+    if "index_recall" in found:
+        out["index_recall"] = found["index_recall"]
+    return out
+
+
+def analyze(bench: Benchmark, queries: np.ndarray, corpus: np.ndarray, top: np.ndarray, k: int) -> dict:
+    """Cross-lingual alignment and uniformity (section 5.4) and MRC@k per query language (section 5.5)."""
+    from eval.analysis import alignment_groups, mrc_at_k, uniformity
+
+    row_of = {d: i for i, d in enumerate(bench.doc_ids)}
+    groups = [[row_of[d] for d in g.values()] for g in bench.doc_groups if len(g) > 1]
+    out: dict = {}
+    if groups:
+        out["alignment"] = alignment_groups(corpus, groups)
+        out["alignment_groups"] = len(groups)
+    out["uniformity"] = uniformity(corpus)
+    langs = sorted(set(bench.query_langs))
+    complete = [g for g in bench.query_groups if len(g) == len(langs)]  # MRC needs the query in every language
+    if len(langs) > 1 and complete:
+        qrow = {q: i for i, q in enumerate(bench.query_ids)}
+        rankings = {lang: [top[qrow[g[lang]], :k].tolist() for g in complete] for lang in langs}
+        mrc = mrc_at_k(rankings, k)
+        out["mrc"] = mrc
+        out["mrc_mean"] = float(np.mean(list(mrc.values())))
+        out["mrc_groups"] = len(complete)
+    return out
+
+
+def run_eval(cfg: EvalConfig, echo=print) -> dict:
+    from eval.report import write_report
+    from pipeline.teacher import release_freed_memory
+
+    models = list(cfg.models)
+    if cfg.sweep_dir:
+        template = next((m for m in models if m.lam is not None), None)
+        models += [m for m in sweep_models(cfg.sweep_dir, template) if m.label not in {x.label for x in models}]
+    if not models:
+        raise MimoError("eval: no models to evaluate (set [[eval.models]] or sweep_dir)")
+    if not cfg.benchmarks:
+        raise MimoError("eval: no benchmarks to evaluate")
+    out = Path(cfg.out_dir)
+    benchmarks = []
+    for spec in cfg.benchmarks:
+        bench = load_benchmark(spec)
+        echo(f"eval: {bench.summary()}")
+        benchmarks.append((spec, bench))
+    embedders = [Embedder(m, cfg.embeddings_dir, cfg.device, cfg.max_batch_tokens, cfg.compute_dtype, echo) for m in models]  # checks every model first
+    out.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(cfg, out, "eval")
+    results = []
+    for spec_m, embedder in zip(models, embedders):
+        for spec_b, bench in benchmarks:
+            t0 = time.perf_counter()
+            queries = embedder.embed(bench.name, "query", bench.query_texts, bench.digest("query"))
+            corpus = embedder.embed(bench.name, "document", bench.doc_texts, bench.digest("document"))
+            encode_s = time.perf_counter() - t0
+            found = retrieve(bench, queries, corpus, cfg)
+            row = {"model": spec_m.label, "benchmark": bench.name, "setting": bench.setting, "lam": spec_m.lam,
+                   "encode_s": encode_s, **summarize(bench, found, min(cfg.depth, len(corpus)))}
+            if spec_b.analysis:
+                row.update(analyze(bench, queries, corpus, found["rows"], cfg.mrc_k))
+            results.append(row)
+            extra = "".join(f", {n} {row[n]:.4f}" for n in ("alignment", "uniformity", "mrc_mean") if n in row)
+            echo(f"eval: {spec_m.label} on {bench.name}: {row['metric']} {100 * row['main']:.2f}{extra}")
+        embedder.encoder._model = None  # the next model gets the memory
+        release_freed_memory()
+    summary = {"models": [m.label for m in models], "lambdas": {m.label: m.lam for m in models if m.lam is not None},
+               "benchmarks": [{"name": b.name, "setting": b.setting, "metric": b.metric, "queries": len(b.query_ids),
+                               "documents": len(b.doc_ids), "languages": b.languages, "skipped": dict(b.skipped),
+                               "source": b.source} for _, b in benchmarks],
+               "index": cfg.index, "results": results}
+    paths = write_report(summary, out, plots=cfg.plots)
+    echo(f"eval: report in {paths['markdown']} (" + ", ".join(str(p) for k, p in paths.items() if k != "markdown") + ")")
+    return summary

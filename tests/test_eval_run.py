@@ -1,0 +1,229 @@
+"""The eval step: local benchmark format and its bad input, retrieval per setting with hand-computed
+metrics, approximate indexes against exact search, and a whole run (models x benchmarks -> report,
+plots, embedding cache reuse, lambda curve) on tiny models."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from eval.benchmark import Benchmark
+from eval.encoders import ModelSpec
+from eval.local import load_local, load_sample
+from eval.run import BenchmarkSpec, EvalConfig, retrieve, run_eval
+from pipeline.errors import MimoError
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+CORPUS = [{"_id": "d1", "title": "Eggs", "text": "Boil eggs for ten minutes.", "lang": "en", "group": "g1"},
+          {"_id": "d2", "text": "Eier zehn Minuten kochen.", "lang": "de", "group": "g1"},
+          {"_id": "d3", "text": "Rice needs twice its volume of water.", "lang": "en", "group": "g2"},
+          {"_id": "d4", "text": "Reis braucht doppelt so viel Wasser.", "lang": "de", "group": "g2"}]
+QUERIES = [{"_id": "q1", "text": "how long to boil eggs", "lang": "en", "group": "a"},
+           {"_id": "q2", "text": "wie lange Eier kochen", "lang": "de", "group": "a"},
+           {"_id": "q3", "text": "rice water ratio", "lang": "en"}]
+
+
+def make_local(folder, qrels_lines, corpus=CORPUS, queries=QUERIES, qrels_name="qrels.trec"):
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "corpus.jsonl", corpus)
+    pq.write_table(pa.Table.from_pylist(queries), folder / "queries.parquet")
+    (folder / qrels_name).write_text("".join(l + "\n" for l in qrels_lines))
+    return folder
+
+
+def test_local_benchmark_counts_and_counted_skips(tmp_path):
+    folder = make_local(tmp_path / "b", ["q1 0 d1 1", "q1 0 d2 1", "q2 0 d1 1", "q2 0 d2 2", "q2 0 d9 1",
+                                         "q3 0 d3 0", "q7 0 d1 1"])
+    bench = load_local(folder)
+    # q3 has only a grade-0 judgment: not evaluated (trec_eval's rule), counted
+    assert bench.query_ids == ["q1", "q2"] and len(bench.doc_ids) == 4
+    assert bench.skipped == {"qrels_unknown_document": 1, "qrels_unknown_query": 1, "query_without_positive": 1}
+    assert bench.qrels["q2"] == {"d1": 1, "d2": 2}
+    assert bench.doc_texts[0] == "Eggs Boil eggs for ten minutes."  # the title is prepended
+    assert sorted(map(sorted, (g.values() for g in bench.doc_groups))) == [["d1", "d2"], ["d3", "d4"]]
+    assert bench.query_groups == [{"en": "q1", "de": "q2"}]
+    # BEIR's JSONL and TSV qrels read the same
+    write_jsonl(folder / "qrels.jsonl", [{"query-id": "q1", "corpus-id": "d1", "score": 1}])
+    (folder / "qrels.trec").unlink()
+    assert load_local(folder).qrels == {"q1": {"d1": 1}}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("duplicate_doc", "corpus.jsonl:2: duplicate id 'd1'"),
+    ("duplicate_query", "queries.parquet: row 1: duplicate id 'q1'"),
+    ("empty_corpus", "the corpus is empty"),
+    ("unknown_docs_only", "no qrels entry names a document of the corpus"),
+    ("no_positive", "no query has a relevant document"),
+    ("bad_grade", "qrels.trec:1: relevance 'x' is not an integer"),
+    ("short_line", "qrels.trec:1: a TREC qrels line has 4 fields"),
+    ("missing_text", "corpus.jsonl:1: missing field 'text'"),
+])
+def test_bad_local_input_is_one_line_error(tmp_path, case, message):
+    corpus, queries, qrels = list(CORPUS), list(QUERIES), ["q1 0 d1 1"]
+    if case == "duplicate_doc":
+        corpus[1] = {**corpus[1], "_id": "d1"}
+    elif case == "duplicate_query":
+        queries[1] = {**queries[1], "_id": "q1"}
+    elif case == "empty_corpus":
+        corpus = []
+    elif case == "unknown_docs_only":
+        qrels = ["q1 0 x1 1", "q2 0 x2 1"]
+    elif case == "no_positive":
+        qrels = ["q1 0 d1 0"]
+    elif case == "bad_grade":
+        qrels = ["q1 0 d1 x"]
+    elif case == "short_line":
+        qrels = ["q1 d1 1"]
+    elif case == "missing_text":
+        corpus = [{"_id": "d1", "body": "no text field"}]
+    folder = make_local(tmp_path / "b", qrels, corpus, queries)
+    with pytest.raises(MimoError) as err:
+        load_local(folder)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_sample_benchmark_construction():
+    bench = load_sample("data/sample", "heldout", ("en", "de", "ja"))
+    # 40 held-out items x 3 languages; each query's positives: its passage in all 3 languages
+    assert len(bench.query_ids) == 120 and len(bench.doc_ids) == 120
+    assert all(len(judged) == 3 for judged in bench.qrels.values())
+    assert len(bench.query_groups) == 40 and all(len(g) == 3 for g in bench.query_groups)
+    assert len(bench.doc_groups) == 40 and bench.languages == ["de", "en", "ja"]
+
+
+def tiny_bench(setting: str) -> Benchmark:
+    return Benchmark("tiny", setting, ["q0", "q1"], ["a", "b"], ["en", "de"], ["d0", "d1", "d2"], ["x", "y", "z"],
+                     ["en", "de", "en"], {"q0": {"d0": 1, "d1": 1}, "q1": {"d1": 1}}).checked()
+
+
+def test_retrieve_by_hand_and_monolingual_stays_in_language():
+    queries = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    corpus = np.array([[1.0, 0.0], [0.6, 0.8], [0.8, 0.6]], dtype=np.float32)
+    found = retrieve(tiny_bench("mlir"), queries, corpus, EvalConfig(depth=20))
+    # q0 ranks d0 (1.0), d2 (0.8), d1 (0.6): gains 1, 0, 1
+    ndcg = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    assert found["metrics"]["ndcg@20"][0] == pytest.approx(ndcg)
+    assert found["metrics"]["mrr@10"][0] == 1.0 and found["metrics"]["recall@20"][0] == 1.0
+    assert found["rows"][1, :3].tolist() == [1, 2, 0]
+    # monolingual: q0 (en) searches d0 and d2 only, so its German positive d1 cannot be found; the
+    # qrels check drops that judgment (counted) and q1 (de) sees d1 alone
+    bench = tiny_bench("monolingual")
+    assert bench.skipped["qrels_other_language"] == 1
+    found = retrieve(bench, queries, corpus, EvalConfig(depth=20))
+    assert found["rows"][0, :2].tolist() == [0, 2] and found["rows"][0, 2] == -1
+    assert found["rows"][1, 0] == 1 and (found["rows"][1, 1:] == -1).all()
+    assert found["metrics"]["ndcg@20"].tolist() == [1.0, 1.0]
+
+
+def test_wrong_dimension_is_an_error():
+    with pytest.raises(MimoError, match="query embeddings are 3-d, corpus embeddings 2-d"):
+        retrieve(tiny_bench("mlir"), np.ones((2, 3), np.float32), np.ones((3, 2), np.float32), EvalConfig())
+
+
+def test_approximate_index_reports_recall_against_exact():
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(3000, 16)).astype(np.float32)
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    n = 50
+    bench = Benchmark("r", "mlir", [f"q{i}" for i in range(n)], ["t"] * n, ["en"] * n,
+                      [f"d{i}" for i in range(3000)], ["t"] * 3000, ["en"] * 3000,
+                      {f"q{i}": {f"d{i}": 1} for i in range(n)}).checked()
+    queries = corpus[:n] + 0.05 * rng.normal(size=(n, 16)).astype(np.float32)
+    exact = retrieve(bench, queries, corpus, EvalConfig(depth=20))
+    assert "index_recall" not in exact
+    for kind in ("ivf", "hnsw"):
+        approx = retrieve(bench, queries, corpus, EvalConfig(index=kind, depth=20, nprobe=4))
+        assert 0.3 < approx["index_recall"] <= 1.0
+    full = retrieve(bench, queries, corpus, EvalConfig(index="ivf", depth=20, nprobe=10_000))
+    assert full["index_recall"] == pytest.approx(1.0)  # probing every list is exact search
+    assert np.array_equal(full["metrics"]["ndcg@20"], exact["metrics"]["ndcg@20"])
+
+
+def fake_training_output(folder, student_dir):
+    """A finished training output's layout: the exported model in model/, psi beside it."""
+    shutil.copytree(student_dir, folder / "model")
+    (folder / "projection.pt").write_bytes(b"unused at inference")
+    return folder
+
+
+def test_eval_end_to_end_report_cache_and_lambda_curve(training_setup, tmp_path, monkeypatch):
+    student = training_setup / "tiny-student"
+    runs = {lam: fake_training_output(tmp_path / f"lambda-{lam}", student) for lam in (0.0, 1.0)}
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.json").write_text(json.dumps([{"lambda": lam, "out_dir": str(p)} for lam, p in runs.items()]))
+    local = make_local(tmp_path / "mono", ["q1 0 d1 1", "q2 0 d2 1", "q3 0 d3 1"])
+    cfg = EvalConfig(
+        out_dir=str(tmp_path / "eval"), embeddings_dir=str(tmp_path / "emb"), sweep_dir=str(tmp_path / "sweep"),
+        models=(
+            ModelSpec(name="tiny", model=str(student)),
+            ModelSpec(
+                name="teacher", model=f"teacher:{training_setup / 'cache.zarr'}"),
+        ),
+        benchmarks=(BenchmarkSpec("sample", languages=("en", "de", "ja"), analysis=True),
+                    BenchmarkSpec("local", name="mono", path=str(local), setting="monolingual")),
+    )
+    lines = []
+    summary = run_eval(cfg, echo=lines.append)
+    out = tmp_path / "eval"
+    assert summary["models"] == ["tiny", "teacher", "MIMO λ=0", "MIMO λ=1"]
+    assert len(summary["results"]) == 8
+    for name in ("report.md", "results.csv", "results.json", "config.json", "scores_per_dataset.png",
+                 "alignment_uniformity.png", "mrc_radar.png", "lambda_curve.png"):
+        assert (out / name).is_file(), name
+    report = (out / "report.md").read_text()
+    for model in summary["models"]:
+        assert f"| {model} |" in report
+    sample = next(r for r in summary["results"] if r["model"] == "teacher" and r["benchmark"] == "sample")
+    assert 0 < sample["main"] <= 1 and sample["metric"] == "ndcg@20"
+    assert set(sample["mrc"]) == {"en", "de", "ja"} and sample["alignment"] > 0
+    mono = next(r for r in summary["results"] if r["benchmark"] == "mono")
+    assert mono["metric"] == "ndcg@10" and set(mono["per_language"]) == {"en", "de"}
+    csv_rows = (out / "results.csv").read_text().splitlines()
+    assert csv_rows[0] == "model,benchmark,setting,measure,language,value" and len(csv_rows) > 50
+    # the fake sweep runs hold the same weights: the same embeddings, the same scores
+    lam = [r for r in summary["results"] if r["lam"] is not None and r["benchmark"] == "sample"]
+    assert lam[0]["main"] == lam[1]["main"]
+
+    # a second eval encodes nothing: every embedding comes from the cache
+    from pipeline.teacher import TransformersTeacher
+
+    monkeypatch.setattr(TransformersTeacher, "encode", lambda *a, **k: pytest.fail("encoded again"))
+    again = run_eval(cfg, echo=lambda *_: None)
+    assert [r["main"] for r in again["results"]] == [r["main"] for r in summary["results"]]
+
+    # a cached file of the wrong shape is named, not used
+    cached = next((tmp_path / "emb").glob("tiny-*/sample.query.*.npy"))
+    np.save(cached, np.zeros((3, 5), np.float32))
+    with pytest.raises(MimoError, match="cached embeddings have shape"):
+        run_eval(cfg, echo=lambda *_: None)
+
+
+def test_eval_config_refusals(tmp_path):
+    from eval.encoders import ModelSpec
+
+    with pytest.raises(MimoError, match="'model' is not set"):
+        EvalConfig(models=(ModelSpec(name="x"),))
+    with pytest.raises(MimoError, match="distinct names"):
+        EvalConfig(models=(ModelSpec(model="a"), ModelSpec(model="a")))
+    with pytest.raises(MimoError, match="index must be one of"):
+        EvalConfig(index="lsh")
+    with pytest.raises(MimoError, match="not found"):
+        run_eval(EvalConfig(out_dir=str(tmp_path / "o"), models=(ModelSpec(model="work/nothing/here"),),
+                            benchmarks=(BenchmarkSpec("sample", languages=("en", "de")),)), echo=lambda *_: None)
+    unfinished = tmp_path / "run"
+    unfinished.mkdir()
+    (unfinished / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(MimoError, match="not a finished training output"):
+        run_eval(EvalConfig(out_dir=str(tmp_path / "o"), models=(ModelSpec(model=str(unfinished)),),
+                            benchmarks=(BenchmarkSpec("sample", languages=("en", "de")),)), echo=lambda *_: None)
+    assert not (tmp_path / "o").exists()  # refused before writing anything
