@@ -6,9 +6,11 @@ PY := $(VENV)/bin/python
 MIMO := $(VENV)/bin/mimo
 # The embedded default (laptop CPU, no network); `make <target> CONFIG=configs/paper.toml` for the paper setup.
 CONFIG ?= configs/sample.toml
+# where the baselines go: work/sample for the sample setup, work/paper for configs/paper.toml
+WORK ?= $(if $(findstring paper,$(CONFIG)),work/paper,work/sample)
 ARGS ?=
 
-.PHONY: install demo prepare teacher-cache stage1 stage2 sweep test clean
+.PHONY: install demo prepare teacher-cache stage1 stage2 baselines sweep eval test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +43,15 @@ stage2: install
 sweep: install
 	$(MIMO) sweep --config $(CONFIG) $(ARGS)
 
+## baselines: InfoNCE, XLCO and LaKDA (Stage 2 only, from the plain student) into <stage2 out_dir>/../stage2-<method>
+baselines: install
+	for method in infonce xlco lakda; do \
+		$(MIMO) stage2 --config $(CONFIG) method=$$method init= out_dir=$(WORK)/stage2-$$method $(ARGS) || exit 1; done
+
+## eval: models x benchmarks -> report.md, results.csv/json and PNG plots in the config's eval.out_dir
+eval: install
+	$(MIMO) eval --config $(CONFIG) $(ARGS)
+
 ## demo: the main job on the embedded sample (CPU, offline)
 demo: install
 	$(MIMO) prepare --config configs/sample.toml
@@ -48,6 +59,8 @@ demo: install
 	$(MIMO) cache verify work/sample/teacher_cache.zarr
 	HF_HUB_OFFLINE=1 $(MIMO) stage1 --config configs/sample.toml
 	HF_HUB_OFFLINE=1 $(MIMO) stage2 --config configs/sample.toml
+	HF_HUB_OFFLINE=1 $(MAKE) --no-print-directory baselines CONFIG=configs/sample.toml
+	HF_HUB_OFFLINE=1 $(MIMO) eval --config configs/sample.toml
 
 ## test: the test suite
 test: install

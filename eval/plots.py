@@ -47,10 +47,11 @@ def alignment_uniformity_scatter(points: dict[str, tuple[float, float]], path,
     if not kept:
         raise ValueError("alignment_uniformity_scatter: no finite points, nothing to plot")
     fig, ax = _figure(FIGSIZE)
-    for name, (align, unif) in kept.items():
-        ax.scatter([unif], [align], s=50, zorder=3)
-        ax.annotate(name, (unif, align), xytext=(5, 5), textcoords="offset points", fontsize=9)
-    ax.margins(0.15)  # room for the annotations of the outermost points
+    markers = "osD^vP*Xh<>p"
+    for i, (name, (align, unif)) in enumerate(kept.items()):  # a legend, not labels: close points overlap
+        ax.scatter([unif], [align], s=50, zorder=3, marker=markers[i % len(markers)], label=name)
+    ax.margins(0.1)
+    ax.legend(fontsize=8, loc="best")
     ax.set_xlabel("Uniformity (lower = better)")
     ax.set_ylabel("Alignment (lower = better)")
     ax.set_title(title)
