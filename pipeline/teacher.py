@@ -185,6 +185,9 @@ class TransformersTeacher:
         self.model_dir, self._model = model_dir, None
         self.dim = int(hf_config.hidden_size)
         self.max_positions = self._max_positions(hf_config)
+        # `tokenize` truncates each row to its own limit after tokenizing whole texts; the tokenizer's
+        # "sequence longer than the maximum" warning would be a false alarm
+        self.tokenizer.model_max_length = int(1e30)
         self.end_id = self._end_token_id()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (self.end_id or 0)
         self._lead, self._tail = self._special_layout()
@@ -197,9 +200,15 @@ class TransformersTeacher:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
+            kwargs = {"dtype": self.weight_dtype, "attn_implementation": self.attn_implementation}
+            if not _has_pooler_weights(self.model_dir):  # students exported without a pooler: do not build one
+                kwargs["add_pooling_layer"] = False
             try:
-                model = AutoModel.from_pretrained(self.model_dir, dtype=self.weight_dtype,
-                                                  attn_implementation=self.attn_implementation)
+                try:
+                    model = AutoModel.from_pretrained(self.model_dir, **kwargs)
+                except TypeError:  # models without a pooler do not take the argument
+                    kwargs.pop("add_pooling_layer", None)
+                    model = AutoModel.from_pretrained(self.model_dir, **kwargs)
             except Exception as err:
                 raise MimoError(f"teacher model {self.cfg.model!r}: cannot load its weights ({type(err).__name__}: {err})") from None
             self.set_model(model)
@@ -332,6 +341,18 @@ class TransformersTeacher:
             if k % 4 == 0:
                 release_freed_memory()
         return out, lengths, truncated
+
+
+def _has_pooler_weights(model_dir: Path) -> bool:
+    """Whether the checkpoint holds pooler weights (safetensors headers only; no weights are read)."""
+    from safetensors import safe_open
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    for f in files:
+        with safe_open(f, "np") as fh:
+            if any(k.startswith("pooler.") or ".pooler." in k for k in fh.keys()):
+                return True
+    return not files  # other formats: let the model class decide
 
 
 def _libc_trim():
