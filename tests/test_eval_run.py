@@ -227,3 +227,26 @@ def test_eval_config_refusals(tmp_path):
         run_eval(EvalConfig(out_dir=str(tmp_path / "o"), models=(ModelSpec(model=str(unfinished)),),
                             benchmarks=(BenchmarkSpec("sample", languages=("en", "de")),)), echo=lambda *_: None)
     assert not (tmp_path / "o").exists()  # refused before writing anything
+
+
+def test_eval_embeds_a_trained_output_as_the_trainer_does(training_setup, tmp_path):
+    """The eval encoder over an exported training output gives the student's own (normalized) embeddings."""
+    import torch
+
+    from eval.encoders import Embedder
+    from trainer.stage1 import Stage1Config, run_stage1
+    from trainer.student import load_student
+
+    out = tmp_path / "s1"
+    run_stage1(Stage1Config(prepared=str(training_setup / "prepared"), cache=str(training_setup / "cache.zarr"),
+                            out_dir=str(out), student=str(training_setup / "tiny-student"), batch_size=64,
+                            max_length=32, lr=1e-3, progress=False), echo=lambda *_: None)
+    texts = ["wie lange ein Ei kochen", "how long to boil an egg", "卵をゆでる時間", "Rice needs water. " * 5]
+    got = Embedder(ModelSpec(name="s1", model=str(out)), tmp_path / "emb").embed("t", "document", texts, "d")
+    student, tokenizer = load_student(str(out / "model"), teacher_dim=384)
+    student.eval()
+    with torch.no_grad():
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=512, return_tensors="pt")
+        expected = torch.nn.functional.normalize(student.embed(batch["input_ids"], batch["attention_mask"]), dim=-1)
+    cos = (torch.from_numpy(got) * expected).sum(-1)
+    assert cos.min() > 0.9999, cos
