@@ -250,3 +250,29 @@ def test_eval_embeds_a_trained_output_as_the_trainer_does(training_setup, tmp_pa
         expected = torch.nn.functional.normalize(student.embed(batch["input_ids"], batch["attention_mask"]), dim=-1)
     cos = (torch.from_numpy(got) * expected).sum(-1)
     assert cos.min() > 0.9999, cos
+
+
+def test_a_killed_encode_resumes_from_its_last_part(training_setup, tmp_path, monkeypatch):
+    import eval.encoders as encoders
+    from pipeline.teacher import TransformersTeacher
+
+    texts = [f"text number {i} about eggs and rice" for i in range(10)]
+    spec = ModelSpec(name="tiny", model=str(training_setup / "tiny-student"))
+    whole = encoders.Embedder(spec, tmp_path / "a").embed("b", "document", texts, "d")
+    monkeypatch.setattr(encoders, "PART_ROWS", 4)
+    real, calls = TransformersTeacher.encode, []
+
+    def dies_on_the_second_part(self, rows, *args, **kwargs):
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the job is killed while encoding texts 5-8
+        return real(self, rows, *args, **kwargs)
+
+    monkeypatch.setattr(TransformersTeacher, "encode", dies_on_the_second_part)
+    with pytest.raises(KeyboardInterrupt):
+        encoders.Embedder(spec, tmp_path / "b").embed("b", "document", texts, "d")
+    assert len(list((tmp_path / "b").glob("*/b.document.d.part*.npy"))) == 1
+    resumed = encoders.Embedder(spec, tmp_path / "b").embed("b", "document", texts, "d")
+    assert calls == [4, 4, 4, 2]  # the first part was not encoded again
+    np.testing.assert_allclose(resumed, whole, atol=1e-6)
+    assert not list((tmp_path / "b").glob("*/*.part*.npy"))  # parts are merged and removed
