@@ -9,6 +9,14 @@ Two settings (paper section 4.2):
 `query_groups` / `doc_groups` list the parallel versions of one query / one document
 ({lang: id}); MRC@k needs the former, cross-lingual alignment the latter (section 5.4, 5.5).
 Every loader ends in `Benchmark.checked()`, so bad input is reported the same way for all sources.
+
+Qrels follow pytrec_eval (the MTEB convention), and what they do is counted in `skipped`:
+- `qrels_unknown_document`: judgments of documents not in the corpus are kept, as trec_eval keeps
+  them: they count in the ideal DCG and in recall's denominator, and can never be retrieved;
+- `qrels_unknown_query`: judgments of queries that do not exist are dropped;
+- `query_without_judgments`: queries the qrels do not mention are not evaluated;
+- `query_without_positive`: judged queries with no grade > 0 are evaluated and score 0;
+- `qrels_other_language` (monolingual only): positives in another language's corpus are dropped.
 """
 
 from __future__ import annotations
@@ -78,22 +86,23 @@ class Benchmark:
             if qid not in queries:
                 self.skipped["qrels_unknown_query"] += len(judged)
                 continue
-            known = {d: int(g) for d, g in judged.items() if d in docs}
-            self.skipped["qrels_unknown_document"] += len(judged) - len(known)
-            qrels[qid] = known
-        if self.skipped["qrels_unknown_document"] and not any(qrels.values()):
+            self.skipped["qrels_unknown_document"] += sum(1 for d in judged if d not in docs)
+            qrels[qid] = {d: int(g) for d, g in judged.items()}
+        if not any(d in docs for judged in qrels.values() for d in judged):
             raise MimoError(f"{where}: no qrels entry names a document of the corpus "
                             f"({self.skipped['qrels_unknown_document']} judgments name unknown documents)")
-        if self.setting == "monolingual":  # a positive in another language is unreachable there
+        if self.setting == "monolingual":  # a document of another language's corpus is unreachable there
             lang_of = dict(zip(self.doc_ids, self.doc_langs))
             qlang = dict(zip(self.query_ids, self.query_langs))
             for qid, judged in qrels.items():
-                keep = {d: g for d, g in judged.items() if lang_of[d] == qlang[qid]}
+                keep = {d: g for d, g in judged.items() if lang_of.get(d, qlang[qid]) == qlang[qid]}
                 self.skipped["qrels_other_language"] += len(judged) - len(keep)
                 qrels[qid] = keep
-        keep = [i for i, q in enumerate(self.query_ids) if any(g > 0 for g in qrels.get(q, {}).values())]
-        self.skipped["query_without_positive"] += len(self.query_ids) - len(keep)
-        if not keep:
+        keep = [i for i, q in enumerate(self.query_ids) if qrels.get(q)]
+        self.skipped["query_without_judgments"] += len(self.query_ids) - len(keep)
+        self.skipped["query_without_positive"] += sum(
+            1 for i in keep if not any(g > 0 for g in qrels[self.query_ids[i]].values()))
+        if not any(g > 0 and d in docs for judged in qrels.values() for d, g in judged.items()):
             raise MimoError(f"{where}: no query has a relevant document in the corpus")
         if len(keep) < len(self.query_ids):
             kept = set(self.query_ids[i] for i in keep)

@@ -174,6 +174,7 @@ def multieup(hub_id: str = "", revision: str = "main", languages: tuple[str, ...
                 if lang not in langs:
                     continue
                 did, text, topic = (row["did"] or "").strip(), row["TEXT"] or "", (row["qid_EN"] or "").split("#")[0].strip()
+                topic = "" if topic.lower() in ("null", "nan", "none") else topic  # v1's CSV writes "null" for none
                 reason = ("speech_without_id" if not did else "speech_without_text" if not text.strip()
                           else "speech_without_topic" if not topic else "duplicate_speech" if did in docs else "")
                 if reason:

@@ -94,9 +94,12 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
 
     def add(where, qid, doc, grade):
         try:
-            grade = int(grade)
+            whole = int(grade)
         except (TypeError, ValueError):
             raise MimoError(f"{where}: relevance {grade!r} is not an integer") from None
+        if isinstance(grade, float) and grade != whole or isinstance(grade, bool):
+            raise MimoError(f"{where}: relevance {grade!r} is not an integer")
+        grade = whole
         judged = qrels.setdefault(str(qid), {})
         if str(doc) in judged:
             raise MimoError(f"{where}: duplicate judgment for query {qid!r}, document {doc!r}")
@@ -116,11 +119,15 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def _groups(ids, langs, groups) -> list[dict[str, str]]:
+def _groups(ids, langs, groups, path: Path) -> list[dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for i, lang, g in zip(ids, langs, groups):
         if g is not None and g != "":
-            out.setdefault(str(g), {})[lang] = i
+            group = out.setdefault(str(g), {})
+            if lang in group:
+                raise MimoError(f"{path}: group {g!r} has two entries in language {lang!r} ({group[lang]!r} and {i!r}); "
+                                "a group holds the translations of one text, one per language (set 'lang')")
+            group[lang] = i
     return [g for g in out.values() if len(g) > 1]
 
 
@@ -128,11 +135,12 @@ def load_local(path: str | Path, name: str = "", setting: str = "mlir") -> Bench
     folder = Path(path)
     if not folder.is_dir():
         raise MimoError(f"{folder}: benchmark folder not found")
-    qids, qtexts, qlangs, qgroups = _texts(_find(folder, "queries", (".jsonl", ".parquet", ".tsv")), with_title=False)
-    dids, dtexts, dlangs, dgroups = _texts(_find(folder, "corpus", (".jsonl", ".parquet", ".tsv")), with_title=True)
+    qpath, dpath = _find(folder, "queries", (".jsonl", ".parquet", ".tsv")), _find(folder, "corpus", (".jsonl", ".parquet", ".tsv"))
+    qids, qtexts, qlangs, qgroups = _texts(qpath, with_title=False)
+    dids, dtexts, dlangs, dgroups = _texts(dpath, with_title=True)
     qrels = read_qrels(_find(folder, "qrels", (".jsonl", ".parquet", ".tsv", ".trec", ".txt")))
     return Benchmark(name or folder.name, setting, qids, qtexts, qlangs, dids, dtexts, dlangs, qrels,
-                     _groups(qids, qlangs, qgroups), _groups(dids, dlangs, dgroups), source=str(folder)).checked()
+                     _groups(qids, qlangs, qgroups, qpath), _groups(dids, dlangs, dgroups, dpath), source=str(folder)).checked()
 
 
 def load_sample(path: str | Path = "data/sample", split: str = "heldout", languages: tuple[str, ...] = ()) -> Benchmark:

@@ -5,7 +5,9 @@ trec_eval rules followed here, each checked against pytrec_eval in tests/test_me
 - gain is the relevance grade itself (linear), only grades > 0 count; discount log2(rank + 1);
 - the ideal DCG takes the query's judged grades sorted descending, cut at k;
 - recall@k counts relevant documents (grade >= 1) in the top k over all relevant ones;
-- queries without any relevant document are not evaluated.
+- judged documents missing from the corpus still count in the ideal DCG and recall's denominator;
+- a query with judgments but no relevant document scores 0 (pytrec_eval returns it; MTEB averages
+  it in); a query without judgments is not evaluated.
 
 The core functions take a (queries x k) matrix of grades in ranked order, so 40,000 queries cost a
 few array operations. `evaluate_search` builds that matrix from a FAISS result (row ids and
@@ -59,7 +61,7 @@ def trec_order(scores: dict[str, float]) -> list[str]:
 def evaluate(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]],
              ks: tuple[int, ...] = (10, 20)) -> dict[str, dict[str, float]]:
     """Per-query metrics {qid: {"ndcg@10": .., "recall@10": .., "mrr@10": ..}} for queries with relevant documents."""
-    qids = [q for q in qrels if q in run and any(g > 0 for g in qrels[q].values())]
+    qids = [q for q in qrels if q in run and qrels[q]]
     width = max(ks)
     ranked = np.zeros((len(qids), width))
     ideal = np.zeros((len(qids), width))
@@ -92,8 +94,9 @@ class JudgedGrades:
         for q, qid in enumerate(query_ids):
             judged = qrels.get(qid, {})
             for doc, grade in judged.items():
-                keys.append(q * self.n_docs + row_of[doc])
-                grades.append(grade)
+                if doc in row_of:  # judged documents outside the corpus can never be retrieved
+                    keys.append(q * self.n_docs + row_of[doc])
+                    grades.append(grade)
             best = sorted((g for g in judged.values() if g > 0), reverse=True)[:width]
             self.ideal[q, : len(best)] = best
             self.n_relevant[q] = sum(1 for g in judged.values() if g >= 1)

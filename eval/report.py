@@ -63,7 +63,8 @@ def analysis_table(summary: dict) -> list[str]:
     if not rows:
         return []
     langs = sorted({lang for r in rows for lang in r.get("mrc", {})})
-    lines = ["| data set | model | alignment | uniformity | MRC@10 | " + " | ".join(langs) + " |",
+    k = summary.get("mrc_k", 10)
+    lines = [f"| data set | model | alignment | uniformity | MRC@{k} | " + " | ".join(langs) + " |",
              "|---|---|---:|---:|---:|" + "---:|" * len(langs)]
     for r in rows:
         mrc = r.get("mrc", {})
@@ -71,7 +72,7 @@ def analysis_table(summary: dict) -> list[str]:
                      f"{_cell(r['uniformity'], 1, 4)} | {_cell(r.get('mrc_mean'), 1)} | "
                      + " | ".join(_cell(mrc.get(lang), 1) for lang in langs) + " |")
     return lines + ["", "Alignment: mean squared distance between translations (lower = better); uniformity: "
-                        "log mean exp(-2 ||x - y||^2) over corpus pairs (lower = better); MRC@10 already x100."]
+                        f"log mean exp(-2 ||x - y||^2) over corpus pairs (lower = better); MRC@{k} already x100."]
 
 
 def write_csv(summary: dict, path: Path) -> None:
@@ -86,7 +87,7 @@ def write_csv(summary: dict, path: Path) -> None:
                 for key, value in values.items():
                     writer.writerow([r["model"], r["benchmark"], r["setting"], key, lang, f"{value:.6f}"])
             for lang, value in r.get("mrc", {}).items():
-                writer.writerow([r["model"], r["benchmark"], r["setting"], "mrc@10", lang, f"{value:.6f}"])
+                writer.writerow([r["model"], r["benchmark"], r["setting"], f"mrc@{summary.get('mrc_k', 10)}", lang, f"{value:.6f}"])
 
 
 def draw(summary: dict, out: Path) -> dict[str, Path]:
@@ -105,7 +106,7 @@ def draw(summary: dict, out: Path) -> dict[str, Path]:
             points, out / "alignment_uniformity.png", title=f"Alignment vs uniformity ({bench})")
         mrc = {r["model"]: r["mrc"] for r in analysed if r["benchmark"] == bench and "mrc" in r}
         try:
-            drawn["mrc_radar"] = plots.mrc_radar(mrc, out / "mrc_radar.png", title=f"MRC@10 per query language ({bench})")
+            drawn["mrc_radar"] = plots.mrc_radar(mrc, out / "mrc_radar.png", title=f"MRC@{summary.get('mrc_k', 10)} per query language ({bench})")
         except ValueError as err:
             notes.append(f"no MRC radar: {err}")
     lambdas = summary.get("lambdas", {})
@@ -125,13 +126,17 @@ def write_report(summary: dict, out: Path, plots: bool = True) -> dict[str, Path
     out.mkdir(parents=True, exist_ok=True)
     drawn = draw(summary, out) if plots else {}
     lines = ["# MIMO eval report", "", "## Data sets", "",
-             "| data set | setting | metric | queries | documents | languages | skipped (counted) |",
+             "| data set | setting | metric | queries | documents | languages | counted (see below) |",
              "|---|---|---|---:|---:|---|---|"]
     for b in summary["benchmarks"]:
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(b["skipped"].items())) or "–"
         lines.append(f"| {b['name']} | {b['setting']} | {b['metric']} | {b['queries']} | {b['documents']} | "
                      f"{' '.join(b['languages'])} | {skipped} |")
-    lines += ["", "## Retrieval", "", *main_table(summary), "", "## Details", "", *detail_table(summary)]
+    lines += ["", "Counted: `qrels_unknown_document` judgments of documents outside the corpus (kept, as trec_eval: "
+              "they count in the ideal DCG and recall); `qrels_unknown_query` (dropped); `query_without_judgments` "
+              "(not evaluated); `query_without_positive` (evaluated, scores 0, as pytrec_eval); "
+              "`qrels_other_language` (monolingual: dropped); loader-specific skips as named.",
+              "", "## Retrieval", "", *main_table(summary), "", "## Details", "", *detail_table(summary)]
     analysis = analysis_table(summary)
     if analysis:
         lines += ["", "## Alignment, uniformity and MRC", "", *analysis]

@@ -28,7 +28,7 @@ def build_index(corpus: np.ndarray, kind: str = "flat", nlist: int = 0, nprobe: 
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "ivf":
-        lists = nlist or max(1, int(4 * np.sqrt(len(x))))  # the usual 4 sqrt(n) lists
+        lists = min(nlist or max(1, int(4 * np.sqrt(len(x)))), len(x))  # the usual 4 sqrt(n), never more than n
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
         index.train(x)
         index.nprobe = min(nprobe, lists)

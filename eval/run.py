@@ -74,6 +74,13 @@ class EvalConfig:
             raise MimoError(f"index must be one of {', '.join(INDEXES)}, not {self.index!r}")
         if self.depth < 20:
             raise MimoError(f"depth must be at least 20 (nDCG@20), not {self.depth}")
+        if not 1 <= self.mrc_k <= self.depth:
+            raise MimoError(f"mrc_k must be between 1 and depth ({self.depth}), not {self.mrc_k}")
+        for key in ("nprobe", "ef_search"):
+            if getattr(self, key) < 1:
+                raise MimoError(f"{key} must be at least 1, not {getattr(self, key)}")
+        if self.hnsw_m < 2 or self.nlist < 0:
+            raise MimoError(f"hnsw_m must be at least 2 and nlist at least 0 (= automatic), not {self.hnsw_m} and {self.nlist}")
         labels = [b.label for b in self.benchmarks]
         if len(set(labels)) != len(labels):
             raise MimoError(f"eval benchmarks need distinct names (got {labels}); set 'name'")
@@ -105,11 +112,16 @@ def sweep_models(sweep_dir: str, template: ModelSpec | None) -> list[ModelSpec]:
     path = Path(sweep_dir) / "sweep.json"
     if not path.is_file():
         raise MimoError(f"sweep_dir {sweep_dir}: no sweep.json (run `mimo sweep` first)")
-    runs = json.loads(path.read_text())
+    try:
+        runs = json.loads(path.read_text())
+        lambdas = [(float(r["lambda"]), str(r["out_dir"])) for r in runs]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise MimoError(f"{path}: not a sweep result (a list of {{lambda, out_dir}} rows expected: "
+                        f"{type(err).__name__}: {err})") from None
     base = template or ModelSpec(model="-")
-    return [ModelSpec(name=f"MIMO λ={r['lambda']:g}", model=r["out_dir"], query_prompt=base.query_prompt,
-                      document_prompt=base.document_prompt, max_length=base.max_length, lam=float(r["lambda"]))
-            for r in runs]
+    return [ModelSpec(name=f"MIMO λ={lam:g}", model=out_dir, query_prompt=base.query_prompt,
+                      document_prompt=base.document_prompt, max_length=base.max_length, lam=lam)
+            for lam, out_dir in lambdas]
 
 
 def retrieve(bench: Benchmark, queries: np.ndarray, corpus: np.ndarray, cfg: EvalConfig) -> dict:
@@ -207,6 +219,9 @@ def run_eval(cfg: EvalConfig, echo=print) -> dict:
     for spec in cfg.benchmarks:
         bench = load_benchmark(spec)
         echo(f"eval: {bench.summary()}")
+        if spec.analysis and (bench.setting != "mlir" or len(bench.doc_ids) < 2):
+            raise MimoError(f"eval benchmark {bench.name}: analysis (alignment, uniformity, MRC) needs a mixed-language "
+                            f"(mlir) corpus of at least two documents")
         benchmarks.append((spec, bench))
     embedders = [Embedder(m, cfg.embeddings_dir, cfg.device, cfg.max_batch_tokens, cfg.compute_dtype, echo) for m in models]  # checks every model first
     out.mkdir(parents=True, exist_ok=True)
@@ -232,7 +247,7 @@ def run_eval(cfg: EvalConfig, echo=print) -> dict:
                "benchmarks": [{"name": b.name, "setting": b.setting, "metric": b.metric, "queries": len(b.query_ids),
                                "documents": len(b.doc_ids), "languages": b.languages, "skipped": dict(b.skipped),
                                "source": b.source} for _, b in benchmarks],
-               "index": cfg.index, "results": results}
+               "index": cfg.index, "mrc_k": cfg.mrc_k, "depth": cfg.depth, "results": results}
     paths = write_report(summary, out, plots=cfg.plots)
     echo(f"eval: report in {paths['markdown']} (" + ", ".join(str(p) for k, p in paths.items() if k != "markdown") + ")")
     return summary

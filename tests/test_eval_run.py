@@ -30,7 +30,8 @@ CORPUS = [{"_id": "d1", "title": "Eggs", "text": "Boil eggs for ten minutes.", "
           {"_id": "d4", "text": "Reis braucht doppelt so viel Wasser.", "lang": "de", "group": "g2"}]
 QUERIES = [{"_id": "q1", "text": "how long to boil eggs", "lang": "en", "group": "a"},
            {"_id": "q2", "text": "wie lange Eier kochen", "lang": "de", "group": "a"},
-           {"_id": "q3", "text": "rice water ratio", "lang": "en"}]
+           {"_id": "q3", "text": "rice water ratio", "lang": "en"},
+           {"_id": "q4", "text": "nicht beurteilt", "lang": "de"}]
 
 
 def make_local(folder, qrels_lines, corpus=CORPUS, queries=QUERIES, qrels_name="qrels.trec"):
@@ -45,10 +46,12 @@ def test_local_benchmark_counts_and_counted_skips(tmp_path):
     folder = make_local(tmp_path / "b", ["q1 0 d1 1", "q1 0 d2 1", "q2 0 d1 1", "q2 0 d2 2", "q2 0 d9 1",
                                          "q3 0 d3 0", "q7 0 d1 1"])
     bench = load_local(folder)
-    # q3 has only a grade-0 judgment: not evaluated (trec_eval's rule), counted
-    assert bench.query_ids == ["q1", "q2"] and len(bench.doc_ids) == 4
-    assert bench.skipped == {"qrels_unknown_document": 1, "qrels_unknown_query": 1, "query_without_positive": 1}
-    assert bench.qrels["q2"] == {"d1": 1, "d2": 2}
+    # pytrec_eval's rules, each counted: q3 has only a grade-0 judgment (evaluated, scores 0); q4 has no
+    # judgment (not evaluated); d9 is not in the corpus (kept: it counts in q2's ideal DCG); q7 does not exist
+    assert bench.query_ids == ["q1", "q2", "q3"] and len(bench.doc_ids) == 4
+    assert bench.skipped == {"qrels_unknown_document": 1, "qrels_unknown_query": 1, "query_without_positive": 1,
+                             "query_without_judgments": 1}
+    assert bench.qrels["q2"] == {"d1": 1, "d2": 2, "d9": 1}
     assert bench.doc_texts[0] == "Eggs Boil eggs for ten minutes."  # the title is prepended
     assert sorted(map(sorted, (g.values() for g in bench.doc_groups))) == [["d1", "d2"], ["d3", "d4"]]
     assert bench.query_groups == [{"en": "q1", "de": "q2"}]
@@ -64,9 +67,12 @@ def test_local_benchmark_counts_and_counted_skips(tmp_path):
     ("empty_corpus", "the corpus is empty"),
     ("unknown_docs_only", "no qrels entry names a document of the corpus"),
     ("no_positive", "no query has a relevant document"),
+    ("unknown_positive_only", "no query has a relevant document"),
     ("bad_grade", "qrels.trec:1: relevance 'x' is not an integer"),
     ("short_line", "qrels.trec:1: a TREC qrels line has 4 fields"),
     ("missing_text", "corpus.jsonl:1: missing field 'text'"),
+    ("fractional_grade", "relevance 0.5 is not an integer"),
+    ("group_twice_in_a_language", "group 'g1' has two entries in language 'en'"),
 ])
 def test_bad_local_input_is_one_line_error(tmp_path, case, message):
     corpus, queries, qrels = list(CORPUS), list(QUERIES), ["q1 0 d1 1"]
@@ -80,13 +86,22 @@ def test_bad_local_input_is_one_line_error(tmp_path, case, message):
         qrels = ["q1 0 x1 1", "q2 0 x2 1"]
     elif case == "no_positive":
         qrels = ["q1 0 d1 0"]
+    elif case == "unknown_positive_only":
+        qrels = ["q1 0 d1 0", "q1 0 x1 1"]
     elif case == "bad_grade":
         qrels = ["q1 0 d1 x"]
     elif case == "short_line":
         qrels = ["q1 d1 1"]
     elif case == "missing_text":
         corpus = [{"_id": "d1", "body": "no text field"}]
+    elif case == "fractional_grade":
+        write_jsonl(tmp_path / "q.jsonl", [{"query_id": "q1", "doc_id": "d1", "relevance": 0.5}])
+    elif case == "group_twice_in_a_language":
+        corpus[1] = {**corpus[1], "lang": "en"}
     folder = make_local(tmp_path / "b", qrels, corpus, queries)
+    if case == "fractional_grade":
+        (folder / "qrels.trec").unlink()
+        (tmp_path / "q.jsonl").rename(folder / "qrels.jsonl")
     with pytest.raises(MimoError) as err:
         load_local(folder)
     assert message in str(err.value) and "\n" not in str(err.value)
@@ -209,14 +224,26 @@ def test_eval_end_to_end_report_cache_and_lambda_curve(training_setup, tmp_path,
 
 
 def test_eval_config_refusals(tmp_path):
-    from eval.encoders import ModelSpec
-
     with pytest.raises(MimoError, match="'model' is not set"):
         EvalConfig(models=(ModelSpec(name="x"),))
     with pytest.raises(MimoError, match="distinct names"):
         EvalConfig(models=(ModelSpec(model="a"), ModelSpec(model="a")))
     with pytest.raises(MimoError, match="index must be one of"):
         EvalConfig(index="lsh")
+    for bad, message in (({"mrc_k": 0}, "mrc_k must be between 1 and depth"), ({"mrc_k": 200}, "mrc_k must be"),
+                         ({"nprobe": 0}, "nprobe must be at least 1"), ({"hnsw_m": 0}, "hnsw_m must be at least 2")):
+        with pytest.raises(MimoError, match=message):
+            EvalConfig(**bad)
+    local = make_local(tmp_path / "mono", ["q1 0 d1 1"])
+    with pytest.raises(MimoError, match="analysis .* needs a mixed-language"):
+        run_eval(EvalConfig(out_dir=str(tmp_path / "o"), models=(ModelSpec(model="intfloat/multilingual-e5-small"),),
+                            benchmarks=(BenchmarkSpec("local", path=str(local), setting="monolingual", analysis=True),)),
+                 echo=lambda *_: None)
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.json").write_text('[{"lam": 0.2}]')
+    with pytest.raises(MimoError, match="sweep.json: not a sweep result"):
+        run_eval(EvalConfig(out_dir=str(tmp_path / "o"), sweep_dir=str(tmp_path / "sweep"),
+                            benchmarks=(BenchmarkSpec("sample", languages=("en", "de")),)), echo=lambda *_: None)
     with pytest.raises(MimoError, match="not found"):
         run_eval(EvalConfig(out_dir=str(tmp_path / "o"), models=(ModelSpec(model="work/nothing/here"),),
                             benchmarks=(BenchmarkSpec("sample", languages=("en", "de")),)), echo=lambda *_: None)
@@ -276,3 +303,28 @@ def test_a_killed_encode_resumes_from_its_last_part(training_setup, tmp_path, mo
     assert calls == [4, 4, 4, 2]  # the first part was not encoded again
     np.testing.assert_allclose(resumed, whole, atol=1e-6)
     assert not list((tmp_path / "b").glob("*/*.part*.npy"))  # parts are merged and removed
+
+
+def test_summaries_average_by_setting_and_analysis_uses_complete_groups():
+    from eval.analysis import alignment_groups, uniformity
+    from eval.run import analyze, summarize
+
+    found = {"metrics": {name: np.array([1.0, 0.0, 0.0]) for name in
+                         ("ndcg@10", "ndcg@20", "recall@20", "recall@100", "mrr@10")},
+             "timing": {"index_s": 0.0, "search_s": 0.0, "metrics_s": 0.0}}
+    bench = Benchmark("b", "mlir", ["q0", "q1", "q2"], ["a", "b", "c"], ["en", "de", "de"], ["d0", "d1", "d2"],
+                      ["x", "y", "z"], ["en", "de", "de"], {"q0": {"d0": 1}, "q1": {"d1": 1}, "q2": {"d2": 1}},
+                      query_groups=[{"en": "q0", "de": "q1"}, {"de": "q2"}],
+                      doc_groups=[{"en": "d0", "de": "d1"}]).checked()
+    assert summarize(bench, found, 100)["main"] == pytest.approx(1 / 3)  # MLIR: every query counts once
+    bench.setting = "monolingual"
+    assert summarize(bench, found, 100)["main"] == pytest.approx(0.5)  # MIRACL: mean of en 1.0 and de 0.0
+    bench.setting = "mlir"
+    corpus = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    top = np.array([[0, 2, 1], [1, 2, 0], [2, 1, 0]])
+    out = analyze(bench, np.zeros((3, 2)), corpus, top, k=2)
+    assert out["alignment"] == pytest.approx(alignment_groups(corpus, [[0, 1]])) == pytest.approx(2.0)
+    assert out["uniformity"] == pytest.approx(uniformity(corpus))
+    # only the group with the query in both languages enters MRC: en ranks [d0, d2], de [d1, d2]
+    # union d0 d2 d1: ranks en (1, 2, 3), de (3, 2, 1) -> Spearman -1 -> x100
+    assert out["mrc_groups"] == 1 and out["mrc"] == {"en": -100.0, "de": -100.0}

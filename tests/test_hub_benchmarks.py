@@ -273,11 +273,13 @@ def test_neuclir22_pooled_ru_zh(tmp_path):
                                      "zho": [("z1", "", "chinese one"), ("z2", "", "two"), ("z3", "", "three")]},
                              queries={"fas": ["4"], "rus": ["1", "2"], "zho": ["2", "3", "5"]})
     b = LOADERS["neuclir22"](f"{hn}+{make_bench(tmp_path / 'bench')}")
-    # track {1, 2, 3, 5}: 5 has no English text; 3 has only a grade-0 judgment; f1 is not pooled
-    assert (b.query_ids, b.query_texts, set(b.query_langs)) == (["1", "2"], ["Boeing 737 Max", "Mars helicopter"], {"en"})
+    # track {1, 2, 3, 5}: 5 has no English text; 3 has only a grade-0 judgment (evaluated, scores 0, as
+    # pytrec_eval does); f1 is not pooled (its judgment is kept: it counts in query 2's ideal DCG)
+    assert (b.query_ids, b.query_texts, set(b.query_langs)) == (
+        ["1", "2", "3"], ["Boeing 737 Max", "Mars helicopter", "Teflon risks"], {"en"})
     assert (b.doc_ids, b.doc_langs) == (["r1", "r2", "z1", "z2", "z3"], ["ru", "ru", "zh", "zh", "zh"])
     assert b.doc_texts[1] == "Headline body"
-    assert b.qrels == {"1": {"r1": 3, "r2": 0}, "2": {"r2": 1, "z1": 1}}
+    assert b.qrels == {"1": {"r1": 3, "r2": 0}, "2": {"r2": 1, "z1": 1, "f1": 1}, "3": {"z2": 0}}
     assert dict(b.skipped) == {"query_without_english_text": 1, "qrels_other_track": 1,
                                "qrels_unknown_document": 1, "query_without_positive": 1}
 
@@ -316,10 +318,10 @@ def make_miracl(root: Path) -> Path:
 def test_miracl_monolingual_10_languages(tmp_path):
     b = LOADERS["miracl"](str(make_miracl(tmp_path / "miracl")))
     assert (b.setting, b.metric, len(b.languages)) == ("monolingual", "ndcg@10", 10)
-    assert (len(b.doc_ids), len(b.query_ids)) == (21, 10)  # 2 passages x 10 + en's extra; ja-1 dropped
+    assert (len(b.doc_ids), len(b.query_ids)) == (21, 11)  # 2 passages x 10 + en's extra; ja-1 scores 0
     assert "ar-100#0" in b.doc_ids and "zh-100#0" in b.doc_ids
     assert b.doc_texts[b.doc_ids.index("de-100#0")] == "Title passage zero de"
-    assert b.qrels["ar-0"] == {"ar-100#0": 1, "ar-100#1": 0}
+    assert b.qrels["ar-0"] == {"ar-100#0": 1, "ar-100#1": 0, "ar-999#0": 1}  # unknown in ar: kept, as trec_eval
     assert dict(b.skipped) == {"qrels_unknown_document": 1, "query_without_positive": 1}
     assert b.query_groups == [] and b.doc_groups == []
 

@@ -66,17 +66,17 @@ def test_search_result_path_equals_pytrec_eval():
         judged = rng.choice(80, size=int(rng.integers(1, 15)), replace=False)
         qrels[q] = {doc_ids[d]: int(rng.integers(0, 4)) for d in judged}
     run = {q: {doc_ids[r]: float(s) for r, s in zip(rows[i], scores[i]) if r >= 0} for i, q in enumerate(query_ids)}
-    expected = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "ndcg_cut.20", "recall.20"}).evaluate(run)
+    qrels["q0"] = {doc_ids[int(rows[0, 0])]: 0}  # judged, nothing relevant: pytrec_eval scores it 0
+    qrels["q1"]["not-in-corpus"] = 2  # counts in the ideal DCG and recall's denominator
+    expected = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "ndcg_cut.20", "recall.20", "recip_rank"}).evaluate(run)
     got = evaluate_search(rows, scores, JudgedGrades(qrels, query_ids, doc_ids, k), doc_ids, ks=(10, 20))
     dict_path = evaluate(run, qrels, ks=(10, 20))
-    checked = 0
+    assert set(expected) == set(query_ids) == set(dict_path)  # every judged query is evaluated
     for i, q in enumerate(query_ids):
-        if q not in expected:  # no relevant document: trec_eval skips the query
-            continue
         assert got["ndcg@10"][i] == pytest.approx(expected[q]["ndcg_cut_10"], abs=1e-9)
         assert got["ndcg@20"][i] == pytest.approx(expected[q]["ndcg_cut_20"], abs=1e-9)
         assert got["recall@20"][i] == pytest.approx(expected[q]["recall_20"], abs=1e-9)
-        if q in dict_path:  # queries with only grade-0 judgments: trec_eval reports 0, ours skips them
-            assert got["mrr@10"][i] == pytest.approx(dict_path[q]["mrr@10"], abs=1e-12)
-        checked += 1
-    assert checked > 100
+        rr = expected[q]["recip_rank"]  # trec's reciprocal rank is not cut: MRR@10 is it when the rank is <= 10
+        assert got["mrr@10"][i] == pytest.approx(rr if rr >= 0.1 else 0.0, abs=1e-12)
+        assert got["mrr@10"][i] == pytest.approx(dict_path[q]["mrr@10"], abs=1e-12)
+    assert got["ndcg@20"][0] == 0.0 and expected["q1"]["ndcg_cut_20"] < 1.0
