@@ -43,7 +43,8 @@ stage2: install
 sweep: install
 	$(MIMO) sweep --config $(CONFIG) $(ARGS)
 
-## baselines: InfoNCE, XLCO and LaKDA (Stage 2 only, from the plain student) into <stage2 out_dir>/../stage2-<method>
+## baselines: InfoNCE, XLCO and LaKDA (Stage 2 only, from the plain student) into $(WORK)/stage2-<method>
+## (WORK: work/paper when CONFIG names a paper config, else work/sample; set WORK=... for other setups)
 baselines: install
 	for method in infonce xlco lakda; do \
 		$(MIMO) stage2 --config $(CONFIG) method=$$method init= out_dir=$(WORK)/stage2-$$method $(ARGS) || exit 1; done
