@@ -20,9 +20,10 @@ from collections import Counter
 from pathlib import Path
 
 from eval.benchmark import Benchmark, parallel_qa
+from eval.local import read_qrels
 from pipeline.errors import MimoError
 from pipeline.languages import LANGUAGES
-from pipeline.readers import _lines
+from pipeline.readers import fetch_dataset_file, read_columns
 
 BELEBELE_CONFIGS = {  # FLORES-200 codes; Standard Arabic (MIMO's builder uses acm_Arab)
     "ar": "arb_Arab", "de": "deu_Latn", "nl": "nld_Latn", "en": "eng_Latn", "es": "spa_Latn",
@@ -75,21 +76,6 @@ def _load(hub_id: str, config: str, split: str, revision: str, columns, optional
                         f"(found: {', '.join(ds.column_names)})")
     keep = list(columns) + [c for c in optional if c in ds.column_names]
     return ds.select_columns(keep).to_dict()
-
-
-def _fetch(hub_id: str, filename: str, revision: str) -> Path:
-    """A raw file of the repository: from the folder when hub_id is one, else downloaded."""
-    if Path(hub_id).is_dir():
-        path = Path(hub_id) / filename
-        if not path.is_file():
-            raise MimoError(f"{hub_id}: no file {filename!r}")
-        return path
-    from huggingface_hub import hf_hub_download  # network, only for hub sources
-
-    try:
-        return Path(hf_hub_download(hub_id, filename, repo_type="dataset", revision=revision))
-    except Exception as err:
-        raise MimoError(f"{hub_id}: cannot fetch file {filename!r} ({type(err).__name__}: {_one_line(err)})") from None
 
 
 def _titled(table: dict) -> list[str]:
@@ -157,7 +143,7 @@ def multieup(hub_id: str = "", revision: str = "main", languages: tuple[str, ...
     if split not in ("", "train"):
         raise MimoError(f"{hub_id}: MultiEuP-v2 has one split, 'train', not {split!r}")
     langs = _languages("multieup", languages, MULTIEUP_LANGUAGES, MULTIEUP_PAPER)
-    path = _fetch(hub_id, MULTIEUP_FILE, revision)
+    path = fetch_dataset_file(hub_id, MULTIEUP_FILE, revision)
     skipped: Counter = Counter()
     docs: dict[str, tuple[str, str]] = {}  # did -> (text, lang)
     topic_docs: dict[str, list[str]] = {}  # topic -> dids, in file order
@@ -209,25 +195,8 @@ def multieup(hub_id: str = "", revision: str = "main", languages: tuple[str, ...
 
 def _read_bench_queries(path: Path) -> dict[str, str]:
     """NeuCLIRBench topics: `id<TAB>query`, no header."""
-    out = {}
-    for number, line in _lines(path):
-        if line.strip():
-            qid, sep, text = line.partition("\t")
-            if not sep:
-                raise MimoError(f"{path}:{number}: expected id<TAB>query")
-            out[qid.strip()] = text.strip()
-    return out
-
-
-def _read_bench_qrels(path: Path):
-    """NeuCLIRBench qrels: `id ignore docid relevance`, space-separated, no header."""
-    for number, line in _lines(path):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 4 or not fields[3].lstrip("-").isdigit():
-            raise MimoError(f"{path}:{number}: expected 'qid ignore docid relevance', found {line.strip()!r}")
-        yield fields[0], fields[2], int(fields[3])
+    table = read_columns(path, ("id", "query"))
+    return {q.strip(): t.strip() for q, t in zip(table["id"], table["query"])}
 
 
 def _neuclir(name: str, default_corpus: str, hub_id: str, revision: str, languages, split: str) -> Benchmark:
@@ -247,18 +216,19 @@ def _neuclir(name: str, default_corpus: str, hub_id: str, revision: str, languag
         doc_texts += _titled(corpus)
         doc_langs += [lang] * len(corpus["_id"])
         track.update(map(str, _load(corpus_id, f"{code}-queries", split, corpus_rev, ("_id",), any_split=True)["_id"]))
-    english = _read_bench_queries(_fetch(bench_id, "data/news.eng.tsv", bench_rev))
+    english = _read_bench_queries(fetch_dataset_file(bench_id, "data/news.eng.tsv", bench_rev))
     qids = [q for q in english if q in track]  # this track's queries, in NeuCLIRBench's order
     skipped["query_without_english_text"] = len(track) - len(qids)
     qrels: dict[str, dict[str, int]] = {}
     for lang in langs:  # qrels.rus and qrels.zho judge the same English topics: take their union
-        qrels_file = _fetch(bench_id, f"data/qrels.{NEUCLIR_CODES[lang]}.gains.txt", bench_rev)
-        for qid, doc, grade in _read_bench_qrels(qrels_file):
+        qrels_file = fetch_dataset_file(bench_id, f"data/qrels.{NEUCLIR_CODES[lang]}.gains.txt", bench_rev)
+        for qid, docs in read_qrels(qrels_file).items():  # TREC form: `id ignore docid relevance`
             if qid not in track:
-                skipped["qrels_other_track"] += 1
+                skipped["qrels_other_track"] += len(docs)
                 continue
             judged = qrels.setdefault(qid, {})
-            judged[doc] = max(grade, judged.get(doc, grade))
+            for doc, grade in docs.items():
+                judged[doc] = max(grade, judged.get(doc, grade))
     return Benchmark(name, "mlir", qids, [english[q] for q in qids], ["en"] * len(qids), doc_ids, doc_texts,
                      doc_langs, qrels, [], [], skipped, source=f"{corpus_id} + {bench_id} ({split})").checked()
 

@@ -18,6 +18,20 @@ from pipeline.errors import MimoError
 TEXT_SUFFIXES = (".tsv", ".jsonl", ".parquet")
 
 
+def fetch_dataset_file(repo: str, relpath: str, revision: str = "main") -> Path:
+    """A file of a hub data set repository; `repo` may also be a local folder laid out like it."""
+    if Path(repo).is_dir():
+        path = Path(repo) / relpath
+        _check_file(path)
+        return path
+    from huggingface_hub import hf_hub_download  # network, only for hub sources
+
+    try:
+        return Path(hf_hub_download(repo, relpath, repo_type="dataset", revision=revision))
+    except Exception as err:  # the hub client raises many types; the message (on one line) is what matters
+        raise MimoError(f"{repo}: cannot fetch {relpath!r} ({type(err).__name__}: {' '.join(str(err).split())})") from None
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise MimoError(f"{path}: file not found")

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from pipeline.errors import MimoError
 from pipeline.languages import LANGUAGES, MMARCO_NAMES, check_languages
-from pipeline.readers import read_columns
+from pipeline.readers import fetch_dataset_file, read_columns
 from pipeline.sample import load_sample
 from pipeline.worklist import text_id
 
@@ -87,12 +87,7 @@ class ParallelRetrievalData:
 def _fetch(cfg: Stage2DataConfig, relpath: str) -> Path:
     if cfg.source == "local":
         return Path(cfg.root) / relpath
-    from huggingface_hub import hf_hub_download  # network, only for hub sources
-
-    try:
-        return Path(hf_hub_download(cfg.hub_id, relpath, repo_type="dataset", revision=cfg.hub_revision))
-    except Exception as err:  # the hub client raises many types; the message is what matters
-        raise MimoError(f"stage2: cannot fetch {relpath} from {cfg.hub_id} ({type(err).__name__}: {err})") from None
+    return fetch_dataset_file(cfg.hub_id, relpath, cfg.hub_revision)
 
 
 def _read_pairs(path: Path) -> list[tuple[str, str]]:
