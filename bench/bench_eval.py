@@ -44,6 +44,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench import cpu_model  # noqa: E402
 LANGUAGES = ("ar", "de", "en", "es", "fa", "fr", "hi", "id", "it", "ja", "ko", "pt", "ru", "zh")  # 14, as MLIR
 TOLERANCE = 1e-6
 
@@ -51,14 +52,7 @@ TOLERANCE = 1e-6
 def machine() -> str:
     import faiss
 
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     return (f"nproc {os.cpu_count()}, {model}; faiss {faiss.__version__} ({faiss.omp_get_max_threads()} threads), "
             f"numpy {np.__version__}, Python {platform.python_version()}")
 
