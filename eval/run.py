@@ -143,7 +143,8 @@ def sweep_models(sweep_dir: str, template: ModelSpec | None) -> list[ModelSpec]:
                         f"{type(err).__name__}: {err})") from None
     base = template or ModelSpec(model="-")
     return [ModelSpec(name=f"MIMO λ={lam:g}", model=out_dir, query_prompt=base.query_prompt,
-                      document_prompt=base.document_prompt, max_length=base.max_length, lam=lam)
+                      document_prompt=base.document_prompt, max_length=base.max_length, lam=lam,
+                      compute_dtype=base.compute_dtype)
             for lam, out_dir in lambdas]
 
 

@@ -285,6 +285,13 @@ def test_eval_embeds_a_trained_output_as_the_trainer_does(training_setup, tmp_pa
         expected = torch.nn.functional.normalize(student.embed(batch["input_ids"], batch["attention_mask"]), dim=-1)
     cos = (torch.from_numpy(got) * expected).sum(-1)
     assert cos.min() > 0.9999, cos
+    # a model's own compute_dtype overrides the eval's (the release loads each checkpoint in its dtype)
+    own = Embedder(ModelSpec(name="s1", model=str(out), compute_dtype="bfloat16"), tmp_path / "emb", compute_dtype="float32")
+    default = Embedder(ModelSpec(name="s1", model=str(out)), tmp_path / "emb", compute_dtype="float32")
+    assert (own.encoder.compute_dtype, default.encoder.compute_dtype) == ("bfloat16", "float32")
+    assert own.dir != default.dir  # and its embeddings are cached apart
+    with pytest.raises(MimoError, match="compute_dtype must be one of"):
+        ModelSpec(model="m", compute_dtype="fp8")
 
 
 def test_a_killed_encode_resumes_from_its_last_part(training_setup, tmp_path, monkeypatch):

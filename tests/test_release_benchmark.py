@@ -205,3 +205,4 @@ def test_paper_config_evaluates_as_the_release():
     assert [(b.label, b.source, b.path, b.scoring, b.analysis) for b in EvalConfig().benchmarks] == \
         [(b.label, b.source, b.path, b.scoring, b.analysis) for b in cfg.benchmarks]
     assert (cfg.compute_dtype, cfg.mrc_k, cfg.peer_ks) == ("float32", 10, (20, 100))
+    assert {m.label: m.compute_dtype for m in cfg.models}["Qwen3-Embedding-8B (teacher)"] == "bfloat16"
