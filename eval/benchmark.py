@@ -17,6 +17,12 @@ Qrels follow pytrec_eval (the MTEB convention), and what they do is counted in `
 - `query_without_judgments`: queries the qrels do not mention are not evaluated;
 - `query_without_positive`: judged queries with no grade > 0 are evaluated and score 0;
 - `qrels_other_language` (monolingual only): positives in another language's corpus are dropped.
+
+`Benchmark.release_scoring()` scores as the authors' release does (sentence-transformers'
+InformationRetrievalEvaluator on the qrels its scripts build): binary relevance (grade > 0 -> 1),
+judgments of documents outside the corpus dropped (`qrels_unknown_document_dropped`), and queries
+left without a positive dropped (`query_without_positive_dropped`), so they neither score 0 nor
+count in the ideal DCG. The benchmark setting `scoring = "release"` applies it.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class Benchmark:
     doc_groups: list[dict[str, str]] = field(default_factory=list)  # {lang: docid}, parallel documents
     skipped: Counter = field(default_factory=Counter)  # reason -> count (counted skips, reported)
     source: str = ""  # where it came from, for error messages and the report
+    scoring: str = "trec_eval"  # trec_eval (graded, as pytrec_eval) or release (see release_scoring)
 
     @property
     def metric(self) -> str:
@@ -114,10 +121,30 @@ class Benchmark:
         self.skipped = Counter({k: v for k, v in self.skipped.items() if v})
         return self
 
+    def release_scoring(self) -> "Benchmark":
+        """Binary relevance over the corpus's documents; queries without a positive there are dropped."""
+        docs = set(self.doc_ids)
+        outside = sum(1 for judged in self.qrels.values() for d in judged if d not in docs)
+        qrels = {q: {d: 1 for d, g in judged.items() if g > 0 and d in docs} for q, judged in self.qrels.items()}
+        keep = [i for i, q in enumerate(self.query_ids) if qrels[q]]
+        self.skipped.pop("qrels_unknown_document", None)  # no longer kept: counted under the name that says so
+        self.skipped.pop("query_without_positive", None)
+        self.skipped["qrels_unknown_document_dropped"] += outside
+        self.skipped["query_without_positive_dropped"] += len(self.query_ids) - len(keep)
+        kept = {self.query_ids[i] for i in keep}
+        self.query_ids = [self.query_ids[i] for i in keep]
+        self.query_texts = [self.query_texts[i] for i in keep]
+        self.query_langs = [self.query_langs[i] for i in keep]
+        self.query_groups = [{l: q for l, q in g.items() if q in kept} for g in self.query_groups]
+        self.qrels = {q: qrels[q] for q in self.query_ids}
+        self.skipped = Counter({k: v for k, v in self.skipped.items() if v})
+        self.scoring = "release"
+        return self
+
     def summary(self) -> str:
         skips = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items()))
         return (f"{self.name}: {len(self.query_ids)} queries, {len(self.doc_ids)} documents, "
-                f"{len(self.languages)} languages ({self.setting})" + (f"; skipped: {skips}" if skips else ""))
+                f"{len(self.languages)} languages ({self.setting}{', release scoring' if self.scoring == 'release' else ''})" + (f"; skipped: {skips}" if skips else ""))
 
 
 def parallel_qa(name: str, rows: dict[str, list[tuple[str, str, str]]], source: str = "") -> Benchmark:

@@ -43,10 +43,18 @@ class ModelSpec:
     max_length: int = 512  # tokens per text, prompt and special tokens included
     revision: str = "main"
     lam: Optional[float] = None  # the Stage-2 lambda this model was trained with (the Figure 2 curve)
+    # this model's precision, overriding the eval's compute_dtype ("": the eval's). The release loads
+    # each checkpoint in its own dtype: float32 students, bf16 Qwen3-Embedding-8B.
+    compute_dtype: str = ""
 
     def __post_init__(self):  # an empty `model` is caught by EvalConfig (the default instance has none)
+        from pipeline.teacher import COMPUTE_DTYPES
+
         if self.max_length < 8:
             raise MimoError(f"eval model {self.name or self.model!r}: max_length must be at least 8")
+        if self.compute_dtype and self.compute_dtype not in COMPUTE_DTYPES:
+            raise MimoError(f"eval model {self.name or self.model!r}: compute_dtype must be one of "
+                            f"{', '.join(COMPUTE_DTYPES)} (or empty), not {self.compute_dtype!r}")
 
     @property
     def label(self) -> str:
@@ -96,6 +104,7 @@ class Embedder:
         from pipeline.teacher import TransformersTeacher
 
         self.spec, self.echo = spec, echo
+        compute_dtype = spec.compute_dtype or compute_dtype
         self.encoder = TransformersTeacher(teacher_config(spec, device, max_batch_tokens, compute_dtype))  # lazy weights
         identity = {**self.encoder.identity(), "max_length": spec.max_length, "compute_dtype": self.encoder.compute_dtype}
         key = hashlib.blake2b(json.dumps(identity, sort_keys=True).encode(), digest_size=8).hexdigest()

@@ -84,6 +84,16 @@ def _titled(table: dict) -> list[str]:
     return [f"{t} {x}" if t else x for t, x in zip(titles, table["text"])]
 
 
+def _release_titled(table: dict) -> list[str]:
+    """The release's NeuCLIR document text (evaluate_neuclir.py): stripped title, a newline, stripped text."""
+    titles = table.get("title") or [""] * len(table["text"])
+    out = []
+    for title, text in zip(titles, table["text"]):
+        title, text = (title or "").strip(), (text or "").strip()
+        out.append(f"{title}\n{text}".strip() if title else text)
+    return out
+
+
 def belebele(hub_id: str = "", revision: str = "main", languages: tuple[str, ...] = (), split: str = "") -> Benchmark:
     """Belebele: question stem -> FLORES passage; 900 questions on 488 passages per language."""
     hub_id, split = hub_id or "facebook/belebele", split or "test"
@@ -199,9 +209,11 @@ def _read_bench_queries(path: Path) -> dict[str, str]:
     return {q.strip(): t.strip() for q, t in zip(table["id"], table["query"])}
 
 
-def _neuclir(name: str, default_corpus: str, hub_id: str, revision: str, languages, split: str) -> Benchmark:
+def _neuclir(name: str, default_corpus: str, hub_id: str, revision: str, languages, split: str,
+             release_text: bool = False) -> Benchmark:
     """hub_id is `CORPUS_REPO[+BENCH_REPO]` (revision likewise `REV[+REV]`): the MTEB hard-negative
-    repo gives the corpora and the track's query ids, neuclir/bench the English queries and qrels."""
+    repo gives the corpora and the track's query ids, neuclir/bench the English queries and qrels.
+    release_text: documents as the release writes them ("title\ntext"), else MTEB's "title text"."""
     corpus_id, _, bench_id = (hub_id or default_corpus).partition("+")
     corpus_id, bench_id = corpus_id or default_corpus, bench_id or NEUCLIR_BENCH
     corpus_rev, _, bench_rev = (revision or "main").partition("+")
@@ -213,7 +225,7 @@ def _neuclir(name: str, default_corpus: str, hub_id: str, revision: str, languag
         code = NEUCLIR_CODES[lang]
         corpus = _load(corpus_id, f"{code}-corpus", split, corpus_rev, ("_id", "text"), ("title",), any_split=True)
         doc_ids += map(str, corpus["_id"])
-        doc_texts += _titled(corpus)
+        doc_texts += _release_titled(corpus) if release_text else _titled(corpus)
         doc_langs += [lang] * len(corpus["_id"])
         track.update(map(str, _load(corpus_id, f"{code}-queries", split, corpus_rev, ("_id",), any_split=True)["_id"]))
     english = _read_bench_queries(fetch_dataset_file(bench_id, "data/news.eng.tsv", bench_rev))
@@ -233,14 +245,16 @@ def _neuclir(name: str, default_corpus: str, hub_id: str, revision: str, languag
                      doc_langs, qrels, [], [], skipped, source=f"{corpus_id} + {bench_id} ({split})").checked()
 
 
-def neuclir22(hub_id: str = "", revision: str = "main", languages: tuple[str, ...] = (), split: str = "") -> Benchmark:
+def neuclir22(hub_id: str = "", revision: str = "main", languages: tuple[str, ...] = (), split: str = "",
+              release_text: bool = False) -> Benchmark:
     """NeuCLIR 2022 as MLIR: 49 English queries over 19,049 ru + zh documents in the paper."""
-    return _neuclir("neuclir22", "mteb/NeuCLIR2022RetrievalHardNegatives", hub_id, revision, languages, split)
+    return _neuclir("neuclir22", "mteb/NeuCLIR2022RetrievalHardNegatives", hub_id, revision, languages, split, release_text)
 
 
-def neuclir23(hub_id: str = "", revision: str = "main", languages: tuple[str, ...] = (), split: str = "") -> Benchmark:
+def neuclir23(hub_id: str = "", revision: str = "main", languages: tuple[str, ...] = (), split: str = "",
+              release_text: bool = False) -> Benchmark:
     """NeuCLIR 2023 as MLIR: 63 English queries over 33,512 ru + zh documents in the paper."""
-    return _neuclir("neuclir23", "mteb/NeuCLIR2023RetrievalHardNegatives", hub_id, revision, languages, split)
+    return _neuclir("neuclir23", "mteb/NeuCLIR2023RetrievalHardNegatives", hub_id, revision, languages, split, release_text)
 
 
 def miracl(hub_id: str = "", revision: str = "main", languages: tuple[str, ...] = (), split: str = "") -> Benchmark:

@@ -62,17 +62,34 @@ def analysis_table(summary: dict) -> list[str]:
     rows = [r for r in summary["results"] if "uniformity" in r]
     if not rows:
         return []
-    langs = sorted({lang for r in rows for lang in r.get("mrc", {})})
+    lines = ["| data set | model | alignment | uniformity |", "|---|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['benchmark']} | {r['model']} | {_cell(r.get('alignment'), 1, 4)} | {_cell(r['uniformity'], 1, 4)} |")
+    return lines + ["", "Alignment: mean squared distance between translations (lower = better); uniformity: "
+                        "log mean exp(-2 ||x - y||^2) over corpus pairs (lower = better)."]
+
+
+def fairness_table(summary: dict) -> list[str]:
+    """MRC@k per query language and PEER@k, for the benchmarks that support them (the release's figures)."""
+    rows = [r for r in summary["results"] if "mrc" in r or "peer" in r]
+    if not rows:
+        return []
     k = summary.get("mrc_k", 10)
-    lines = [f"| data set | model | alignment | uniformity | MRC@{k} | " + " | ".join(langs) + " |",
-             "|---|---|---:|---:|---:|" + "---:|" * len(langs)]
+    peers = [f"peer@{p}" for p in summary.get("peer_ks", [])]
+    langs = sorted({lang for r in rows for lang in r.get("mrc", {})})
+    lines = [f"| data set | model | MRC@{k} | " + "".join(f"PEER@{p[5:]} | " for p in peers)
+             + " | ".join(f"MRC {lang}" for lang in langs) + (" |" if langs else ""),
+             "|---|---|---:|" + "---:|" * (len(peers) + len(langs))]
     for r in rows:
         mrc = r.get("mrc", {})
-        lines.append(f"| {r['benchmark']} | {r['model']} | {_cell(r.get('alignment'), 1, 4)} | "
-                     f"{_cell(r['uniformity'], 1, 4)} | {_cell(r.get('mrc_mean'), 1)} | "
-                     + " | ".join(_cell(mrc.get(lang), 1) for lang in langs) + " |")
-    return lines + ["", "Alignment: mean squared distance between translations (lower = better); uniformity: "
-                        f"log mean exp(-2 ||x - y||^2) over corpus pairs (lower = better); MRC@{k} already x100."]
+        lines.append(f"| {r['benchmark']} | {r['model']} | {_cell(r.get('mrc_mean'), 1)} | "
+                     + "".join(f"{_cell(r.get(p), 1, 3)} | " for p in peers)
+                     + " | ".join(_cell(mrc.get(lang), 1) for lang in langs) + (" |" if langs else ""))
+    return lines + ["", f"MRC@{k}: Spearman correlation of the similarity scores that two translations of a query give "
+                        f"the union of their top {k}, averaged over the other languages and the queries, x100 "
+                        "(higher = more consistent). PEER@k: mean Kruskal-Wallis p-value of the relevant documents' "
+                        "ranks (past k: k + 1) grouped by document language, over queries with relevant documents in "
+                        "two or more languages (higher = fairer). Per query language in results.csv and results.json."]
 
 
 def write_csv(summary: dict, path: Path) -> None:
@@ -88,6 +105,9 @@ def write_csv(summary: dict, path: Path) -> None:
                     writer.writerow([r["model"], r["benchmark"], r["setting"], key, lang, f"{value:.6f}"])
             for lang, value in r.get("mrc", {}).items():
                 writer.writerow([r["model"], r["benchmark"], r["setting"], f"mrc@{summary.get('mrc_k', 10)}", lang, f"{value:.6f}"])
+            for measure, values in r.get("peer", {}).items():  # peer@k per query language
+                for lang, value in values.items():
+                    writer.writerow([r["model"], r["benchmark"], r["setting"], measure, lang, f"{value:.6f}"])
 
 
 def draw(summary: dict, out: Path) -> dict[str, Path]:
@@ -104,7 +124,10 @@ def draw(summary: dict, out: Path) -> dict[str, Path]:
         points = {r["model"]: (r["alignment"], r["uniformity"]) for r in analysed if r["benchmark"] == bench}
         drawn["alignment_uniformity"] = plots.alignment_uniformity_scatter(
             points, out / "alignment_uniformity.png", title=f"Alignment vs uniformity ({bench})")
-        mrc = {r["model"]: r["mrc"] for r in analysed if r["benchmark"] == bench and "mrc" in r}
+    with_mrc = [r for r in results if "mrc" in r]
+    if with_mrc:  # Figure 4: the analysis benchmark's (Belebele's) MRC if it has one, else the first with MRC
+        bench = ([r["benchmark"] for r in analysed if "mrc" in r] or [r["benchmark"] for r in with_mrc])[0]
+        mrc = {r["model"]: r["mrc"] for r in with_mrc if r["benchmark"] == bench}
         try:
             drawn["mrc_radar"] = plots.mrc_radar(mrc, out / "mrc_radar.png", title=f"MRC@{summary.get('mrc_k', 10)} per query language ({bench})")
         except ValueError as err:
@@ -130,16 +153,21 @@ def write_report(summary: dict, out: Path, plots: bool = True) -> dict[str, Path
              "|---|---|---|---:|---:|---|---|"]
     for b in summary["benchmarks"]:
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(b["skipped"].items())) or "–"
-        lines.append(f"| {b['name']} | {b['setting']} | {b['metric']} | {b['queries']} | {b['documents']} | "
+        setting = b["setting"] + (", release scoring" if b.get("scoring") == "release" else "")
+        lines.append(f"| {b['name']} | {setting} | {b['metric']} | {b['queries']} | {b['documents']} | "
                      f"{' '.join(b['languages'])} | {skipped} |")
     lines += ["", "Counted: `qrels_unknown_document` judgments of documents outside the corpus (kept, as trec_eval: "
               "they count in the ideal DCG and recall); `qrels_unknown_query` (dropped); `query_without_judgments` "
               "(not evaluated); `query_without_positive` (evaluated, scores 0, as pytrec_eval); "
-              "`qrels_other_language` (monolingual: dropped); loader-specific skips as named.",
+              "`qrels_other_language` (monolingual: dropped); with release scoring (binary relevance, as the authors' "
+              "scripts): `qrels_unknown_document_dropped`, `query_without_positive_dropped`; loader-specific skips as named.",
               "", "## Retrieval", "", *main_table(summary), "", "## Details", "", *detail_table(summary)]
+    fairness = fairness_table(summary)
+    if fairness:
+        lines += ["", "## Language fairness: MRC and PEER", "", *fairness]
     analysis = analysis_table(summary)
     if analysis:
-        lines += ["", "## Alignment, uniformity and MRC", "", *analysis]
+        lines += ["", "## Alignment and uniformity", "", *analysis]
     if drawn:
         lines += ["", "## Plots", ""] + [f"![{name}]({path.name})" for name, path in drawn.items()]
     lines += [f"- {note}" for note in summary.get("plot_notes", [])]

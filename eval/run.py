@@ -3,7 +3,9 @@
 For each model, every benchmark's queries and corpus are embedded once (cached on disk, see
 eval/encoders.py) and then reused by retrieval, MRC and the alignment-uniformity analysis.
 MLIR benchmarks search one index over the mixed-language corpus (nDCG@20); monolingual ones
-(MIRACL) one index per language (nDCG@10, averaged over languages, as MTEB does).
+(MIRACL) one index per language (nDCG@10, averaged over languages, as MTEB does). Every MLIR
+benchmark also gets the release's language-fairness metrics where it supports them (MRC@k over
+parallel queries, PEER@k over queries with relevant documents in several languages: eval/fairness.py).
 """
 
 from __future__ import annotations
@@ -18,27 +20,35 @@ import numpy as np
 from eval.benchmark import Benchmark
 from eval.encoders import Embedder, ModelSpec
 from pipeline.config import write_resolved_config
+from eval.release import RELEASE_REPO
 from pipeline.errors import MimoError
 
-SOURCES = ("sample", "local", "belebele", "xquad", "mlqa", "multieup", "neuclir22", "neuclir23", "miracl")
+SCORINGS = ("trec_eval", "release")
+SOURCES = ("sample", "local", "mimo-release", "belebele", "xquad", "mlqa", "multieup", "neuclir22", "neuclir23", "miracl")
 
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
     source: str = "sample"  # one of SOURCES
     name: str = ""  # the column in the report (default: the source)
-    path: str = ""  # sample: the sample folder; local: the benchmark folder; hub sources: a hub id or a local copy
+    path: str = ""  # sample: the sample folder; local: the benchmark folder; hub sources: a hub id or a local copy;
+    # mimo-release: a local MMLIR/<name>_test folder or hub id + folder (yjoonjang/mlir-benchmarks/MMLIR/Belebele_test)
     revision: str = "main"
     languages: tuple[str, ...] = ()  # default: the paper's subset
     split: str = ""  # default: the split the paper evaluates
     setting: str = "mlir"  # local benchmarks only: mlir (one mixed corpus) or monolingual (per-language corpora)
-    analysis: bool = False  # alignment-uniformity and MRC@10 on this (parallel) benchmark (Belebele in the paper)
+    analysis: bool = False  # alignment and uniformity on this (parallel) benchmark (Belebele in the paper)
+    # trec_eval: graded gains, out-of-corpus judgments and positive-less queries kept (pytrec_eval, MTEB);
+    # release: as the authors' scripts score (binary, both dropped; NeuCLIR documents "title\ntext")
+    scoring: str = "trec_eval"
 
     def __post_init__(self):
         if self.source not in SOURCES:
             raise MimoError(f"eval benchmark source must be one of {', '.join(SOURCES)}, not {self.source!r}")
-        if self.source == "local" and not self.path:
-            raise MimoError(f"eval benchmark {self.name or 'local'!r}: a local benchmark needs 'path'")
+        if self.source in ("local", "mimo-release") and not self.path:
+            raise MimoError(f"eval benchmark {self.name or self.source!r}: source {self.source} needs 'path'")
+        if self.scoring not in SCORINGS:
+            raise MimoError(f"eval benchmark {self.label!r}: scoring must be one of {', '.join(SCORINGS)}, not {self.scoring!r}")
 
     @property
     def label(self) -> str:
@@ -50,9 +60,12 @@ class EvalConfig:
     out_dir: str = "work/paper/eval"
     embeddings_dir: str = "work/paper/eval/embeddings"  # reused across eval runs (one folder per model)
     models: tuple[ModelSpec, ...] = ()
+    # the paper's: the authors' MLIR files (eval/release.py), NeuCLIR scored as the release scores it, MIRACL
     benchmarks: tuple[BenchmarkSpec, ...] = (
-        BenchmarkSpec("belebele", analysis=True), BenchmarkSpec("mlqa"), BenchmarkSpec("xquad"),
-        BenchmarkSpec("multieup"), BenchmarkSpec("neuclir22"), BenchmarkSpec("neuclir23"), BenchmarkSpec("miracl"))
+        *(BenchmarkSpec("mimo-release", name=name, path=f"{RELEASE_REPO}/MMLIR/{folder}", analysis=name == "belebele")
+          for name, folder in (("belebele", "Belebele_test"), ("mlqa", "MLQA_test"), ("xquad", "XQuAD_test"),
+                               ("multieup", "MultiEup_test"))),
+        BenchmarkSpec("neuclir22", scoring="release"), BenchmarkSpec("neuclir23", scoring="release"), BenchmarkSpec("miracl"))
     sweep_dir: str = ""  # a `mimo sweep` output: its runs are evaluated too, and the lambda curve drawn
     index: str = "flat"  # flat (exact inner product), ivf or hnsw (approximate: recall against exact is reported)
     nlist: int = 0  # ivf lists; 0 = 4 sqrt(corpus size)
@@ -61,6 +74,7 @@ class EvalConfig:
     ef_search: int = 128
     depth: int = 100  # documents retrieved per query (recall@100; nDCG@20 and MRC@10 use the top of it)
     mrc_k: int = 10
+    peer_ks: tuple[int, ...] = (20, 100)  # the release's PEER cut-offs (ranks past k count as k + 1)
     device: str = "auto"
     max_batch_tokens: int = 0  # 0: the device's default (as for the teacher cache)
     # auto: bf16 on GPU, float32 on CPU; autocast_bf16: bf16 matmuls on float32 weights (2x on CPUs with bf16 units)
@@ -76,6 +90,9 @@ class EvalConfig:
             raise MimoError(f"depth must be at least 20 (nDCG@20), not {self.depth}")
         if not 1 <= self.mrc_k <= self.depth:
             raise MimoError(f"mrc_k must be between 1 and depth ({self.depth}), not {self.mrc_k}")
+        if any(not 1 <= k <= self.depth for k in self.peer_ks) or len(set(self.peer_ks)) != len(self.peer_ks):
+            raise MimoError(f"peer_ks must be distinct cut-offs between 1 and depth ({self.depth}), not {list(self.peer_ks)} "
+                            "(PEER needs the ranks up to k: raise depth or lower peer_ks)")
         for key in ("nprobe", "ef_search"):
             if getattr(self, key) < 1:
                 raise MimoError(f"{key} must be at least 1, not {getattr(self, key)}")
@@ -99,12 +116,18 @@ def load_benchmark(spec: BenchmarkSpec) -> Benchmark:
         bench = load_sample(spec.path or "data/sample", spec.split or "heldout", spec.languages)
     elif spec.source == "local":
         bench = load_local(spec.path, spec.label, spec.setting)
+    elif spec.source == "mimo-release":
+        from eval.release import load_release
+
+        bench = load_release(spec.path, spec.label, spec.revision, spec.languages, spec.split)
     else:
         from eval.hub import LOADERS
 
-        bench = LOADERS[spec.source](hub_id=spec.path, revision=spec.revision, languages=spec.languages, split=spec.split)
+        extra = {"release_text": spec.scoring == "release"} if spec.source.startswith("neuclir") else {}
+        bench = LOADERS[spec.source](hub_id=spec.path, revision=spec.revision, languages=spec.languages, split=spec.split,
+                                     **extra)
     bench.name = spec.label
-    return bench
+    return bench.release_scoring() if spec.scoring == "release" else bench
 
 
 def sweep_models(sweep_dir: str, template: ModelSpec | None) -> list[ModelSpec]:
@@ -120,7 +143,8 @@ def sweep_models(sweep_dir: str, template: ModelSpec | None) -> list[ModelSpec]:
                         f"{type(err).__name__}: {err})") from None
     base = template or ModelSpec(model="-")
     return [ModelSpec(name=f"MIMO λ={lam:g}", model=out_dir, query_prompt=base.query_prompt,
-                      document_prompt=base.document_prompt, max_length=base.max_length, lam=lam)
+                      document_prompt=base.document_prompt, max_length=base.max_length, lam=lam,
+                      compute_dtype=base.compute_dtype)
             for lam, out_dir in lambdas]
 
 
@@ -179,9 +203,9 @@ def summarize(bench: Benchmark, found: dict, depth: int) -> dict:
     return out
 
 
-def analyze(bench: Benchmark, queries: np.ndarray, corpus: np.ndarray, top: np.ndarray, k: int) -> dict:
-    """Cross-lingual alignment and uniformity (section 5.4) and MRC@k per query language (section 5.5)."""
-    from eval.analysis import alignment_groups, mrc_at_k, uniformity
+def analyze(bench: Benchmark, corpus: np.ndarray) -> dict:
+    """Cross-lingual alignment and uniformity (section 5.4) of a parallel benchmark's corpus."""
+    from eval.analysis import alignment_groups, uniformity
 
     row_of = {d: i for i, d in enumerate(bench.doc_ids)}
     groups = [[row_of[d] for d in g.values()] for g in bench.doc_groups if len(g) > 1]
@@ -190,19 +214,11 @@ def analyze(bench: Benchmark, queries: np.ndarray, corpus: np.ndarray, top: np.n
         out["alignment"] = alignment_groups(corpus, groups)
         out["alignment_groups"] = len(groups)
     out["uniformity"] = uniformity(corpus)
-    langs = sorted(set(bench.query_langs))
-    complete = [g for g in bench.query_groups if len(g) == len(langs)]  # MRC needs the query in every language
-    if len(langs) > 1 and complete:
-        qrow = {q: i for i, q in enumerate(bench.query_ids)}
-        rankings = {lang: [top[qrow[g[lang]], :k].tolist() for g in complete] for lang in langs}
-        mrc = mrc_at_k(rankings, k)
-        out["mrc"] = mrc
-        out["mrc_mean"] = float(np.mean(list(mrc.values())))
-        out["mrc_groups"] = len(complete)
     return out
 
 
 def run_eval(cfg: EvalConfig, echo=print) -> dict:
+    from eval.fairness import language_fairness
     from eval.report import write_report
     from pipeline.teacher import release_freed_memory
 
@@ -236,18 +252,21 @@ def run_eval(cfg: EvalConfig, echo=print) -> dict:
             found = retrieve(bench, queries, corpus, cfg)
             row = {"model": spec_m.label, "benchmark": bench.name, "setting": bench.setting, "lam": spec_m.lam,
                    "encode_s": encode_s, **summarize(bench, found, min(cfg.depth, len(corpus)))}
+            if bench.setting == "mlir":  # MRC and PEER, as the release computes them on its MLIR sets
+                row.update(language_fairness(bench, queries, corpus, found["rows"], cfg.mrc_k, cfg.peer_ks))
             if spec_b.analysis:
-                row.update(analyze(bench, queries, corpus, found["rows"], cfg.mrc_k))
+                row.update(analyze(bench, corpus))
             results.append(row)
-            extra = "".join(f", {n} {row[n]:.4f}" for n in ("alignment", "uniformity", "mrc_mean") if n in row)
+            extra = "".join(f", {n} {row[n]:.4f}" for n in ("alignment", "uniformity", "mrc_mean", *(f"peer@{k}" for k in cfg.peer_ks))
+                            if n in row)
             echo(f"eval: {spec_m.label} on {bench.name}: {row['metric']} {100 * row['main']:.2f}{extra}")
         embedder.encoder._model = None  # the next model gets the memory
         release_freed_memory()
     summary = {"models": [m.label for m in models], "lambdas": {m.label: m.lam for m in models if m.lam is not None},
                "benchmarks": [{"name": b.name, "setting": b.setting, "metric": b.metric, "queries": len(b.query_ids),
                                "documents": len(b.doc_ids), "languages": b.languages, "skipped": dict(b.skipped),
-                               "source": b.source} for _, b in benchmarks],
-               "index": cfg.index, "mrc_k": cfg.mrc_k, "depth": cfg.depth, "results": results}
+                               "source": b.source, "scoring": b.scoring} for _, b in benchmarks],
+               "index": cfg.index, "mrc_k": cfg.mrc_k, "peer_ks": list(cfg.peer_ks), "depth": cfg.depth, "results": results}
     paths = write_report(summary, out, plots=cfg.plots)
     echo(f"eval: report in {paths['markdown']} (" + ", ".join(str(p) for k, p in paths.items() if k != "markdown") + ")")
     return summary

@@ -191,8 +191,9 @@ def eval_(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] 
     """Evaluate models on mixed-language (MLIR) and monolingual benchmarks with FAISS; write the report.
 
     Models ([[eval.models]]): training outputs, Hugging Face / sentence-transformers models with their
-    prompts, or teacher:<cache store>. Benchmarks ([[eval.benchmarks]]): sample, local folders, or
-    belebele, xquad, mlqa, multieup, neuclir22, neuclir23, miracl from the hub. Embeddings are cached
+    prompts, or teacher:<cache store>. Benchmarks ([[eval.benchmarks]]): sample, local folders, the
+    authors' files (mimo-release), or belebele, xquad, mlqa, multieup, neuclir22, neuclir23, miracl
+    from the hub. Embeddings are cached
     per model in embeddings_dir; out_dir gets report.md, results.csv, results.json and PNG plots.
     """
     from eval.run import EvalConfig, run_eval

@@ -124,7 +124,7 @@ def tiny_bench(setting: str) -> Benchmark:
 def test_retrieve_by_hand_and_monolingual_stays_in_language():
     queries = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     corpus = np.array([[1.0, 0.0], [0.6, 0.8], [0.8, 0.6]], dtype=np.float32)
-    found = retrieve(tiny_bench("mlir"), queries, corpus, EvalConfig(depth=20))
+    found = retrieve(tiny_bench("mlir"), queries, corpus, EvalConfig(depth=20, peer_ks=(20,)))
     # q0 ranks d0 (1.0), d2 (0.8), d1 (0.6): gains 1, 0, 1
     ndcg = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
     assert found["metrics"]["ndcg@20"][0] == pytest.approx(ndcg)
@@ -134,7 +134,7 @@ def test_retrieve_by_hand_and_monolingual_stays_in_language():
     # qrels check drops that judgment (counted) and q1 (de) sees d1 alone
     bench = tiny_bench("monolingual")
     assert bench.skipped["qrels_other_language"] == 1
-    found = retrieve(bench, queries, corpus, EvalConfig(depth=20))
+    found = retrieve(bench, queries, corpus, EvalConfig(depth=20, peer_ks=(20,)))
     assert found["rows"][0, :2].tolist() == [0, 2] and found["rows"][0, 2] == -1
     assert found["rows"][1, 0] == 1 and (found["rows"][1, 1:] == -1).all()
     assert found["metrics"]["ndcg@20"].tolist() == [1.0, 1.0]
@@ -154,12 +154,12 @@ def test_approximate_index_reports_recall_against_exact():
                       [f"d{i}" for i in range(3000)], ["t"] * 3000, ["en"] * 3000,
                       {f"q{i}": {f"d{i}": 1} for i in range(n)}).checked()
     queries = corpus[:n] + 0.05 * rng.normal(size=(n, 16)).astype(np.float32)
-    exact = retrieve(bench, queries, corpus, EvalConfig(depth=20))
+    exact = retrieve(bench, queries, corpus, EvalConfig(depth=20, peer_ks=(20,)))
     assert "index_recall" not in exact
     for kind in ("ivf", "hnsw"):
-        approx = retrieve(bench, queries, corpus, EvalConfig(index=kind, depth=20, nprobe=4))
+        approx = retrieve(bench, queries, corpus, EvalConfig(index=kind, depth=20, nprobe=4, peer_ks=(20,)))
         assert 0.3 < approx["index_recall"] <= 1.0
-    full = retrieve(bench, queries, corpus, EvalConfig(index="ivf", depth=20, nprobe=10_000))
+    full = retrieve(bench, queries, corpus, EvalConfig(index="ivf", depth=20, nprobe=10_000, peer_ks=(20,)))
     assert full["index_recall"] == pytest.approx(1.0)  # probing every list is exact search
     assert np.array_equal(full["metrics"]["ndcg@20"], exact["metrics"]["ndcg@20"])
 
@@ -201,10 +201,17 @@ def test_eval_end_to_end_report_cache_and_lambda_curve(training_setup, tmp_path,
     sample = next(r for r in summary["results"] if r["model"] == "teacher" and r["benchmark"] == "sample")
     assert 0 < sample["main"] <= 1 and sample["metric"] == "ndcg@20"
     assert set(sample["mrc"]) == {"en", "de", "ja"} and sample["alignment"] > 0
+    # the release's MRC (similarity scores over the union; tiny random models: any sign) and PEER (p-values)
+    assert -100 <= sample["mrc_mean"] <= 100 and sample["mrc_groups"] > 0
+    assert 0 <= sample["peer@20"] <= 1 and set(sample["peer"]["peer@20"]) == {"en", "de", "ja"}
+    assert "## Language fairness: MRC and PEER" in report and "PEER@20" in report
     mono = next(r for r in summary["results"] if r["benchmark"] == "mono")
     assert mono["metric"] == "ndcg@10" and set(mono["per_language"]) == {"en", "de"}
     csv_rows = (out / "results.csv").read_text().splitlines()
     assert csv_rows[0] == "model,benchmark,setting,measure,language,value" and len(csv_rows) > 50
+    measures = {(row.split(",")[3], row.split(",")[4]) for row in csv_rows if row.startswith("teacher,sample,")}
+    assert {("mrc@10", "de"), ("mrc_mean", "all"), ("peer@20", "all"), ("peer@100", "ja")} <= measures
+    assert not any("mrc" in row or "peer" in row for row in csv_rows if ",mono," in row)  # monolingual: none
     # the fake sweep runs hold the same weights: the same embeddings, the same scores
     lam = [r for r in summary["results"] if r["lam"] is not None and r["benchmark"] == "sample"]
     assert lam[0]["main"] == lam[1]["main"]
@@ -231,7 +238,8 @@ def test_eval_config_refusals(tmp_path):
     with pytest.raises(MimoError, match="index must be one of"):
         EvalConfig(index="lsh")
     for bad, message in (({"mrc_k": 0}, "mrc_k must be between 1 and depth"), ({"mrc_k": 200}, "mrc_k must be"),
-                         ({"nprobe": 0}, "nprobe must be at least 1"), ({"hnsw_m": 0}, "hnsw_m must be at least 2")):
+                         ({"peer_ks": (20, 200)}, "peer_ks must be distinct cut-offs"),
+                         ({"peer_ks": (20, 20)}, "peer_ks must be distinct"), ({"nprobe": 0}, "nprobe must be at least 1"), ({"hnsw_m": 0}, "hnsw_m must be at least 2")):
         with pytest.raises(MimoError, match=message):
             EvalConfig(**bad)
     local = make_local(tmp_path / "mono", ["q1 0 d1 1"])
@@ -277,6 +285,13 @@ def test_eval_embeds_a_trained_output_as_the_trainer_does(training_setup, tmp_pa
         expected = torch.nn.functional.normalize(student.embed(batch["input_ids"], batch["attention_mask"]), dim=-1)
     cos = (torch.from_numpy(got) * expected).sum(-1)
     assert cos.min() > 0.9999, cos
+    # a model's own compute_dtype overrides the eval's (the release loads each checkpoint in its dtype)
+    own = Embedder(ModelSpec(name="s1", model=str(out), compute_dtype="bfloat16"), tmp_path / "emb", compute_dtype="float32")
+    default = Embedder(ModelSpec(name="s1", model=str(out)), tmp_path / "emb", compute_dtype="float32")
+    assert (own.encoder.compute_dtype, default.encoder.compute_dtype) == ("bfloat16", "float32")
+    assert own.dir != default.dir  # and its embeddings are cached apart
+    with pytest.raises(MimoError, match="compute_dtype must be one of"):
+        ModelSpec(model="m", compute_dtype="fp8")
 
 
 def test_a_killed_encode_resumes_from_its_last_part(training_setup, tmp_path, monkeypatch):
@@ -305,7 +320,7 @@ def test_a_killed_encode_resumes_from_its_last_part(training_setup, tmp_path, mo
     assert not list((tmp_path / "b").glob("*/*.part*.npy"))  # parts are merged and removed
 
 
-def test_summaries_average_by_setting_and_analysis_uses_complete_groups():
+def test_summaries_average_by_setting_and_analysis_and_fairness_use_groups():
     from eval.analysis import alignment_groups, uniformity
     from eval.run import analyze, summarize
 
@@ -322,9 +337,14 @@ def test_summaries_average_by_setting_and_analysis_uses_complete_groups():
     bench.setting = "mlir"
     corpus = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
     top = np.array([[0, 2, 1], [1, 2, 0], [2, 1, 0]])
-    out = analyze(bench, np.zeros((3, 2)), corpus, top, k=2)
+    out = analyze(bench, corpus)
     assert out["alignment"] == pytest.approx(alignment_groups(corpus, [[0, 1]])) == pytest.approx(2.0)
     assert out["uniformity"] == pytest.approx(uniformity(corpus))
-    # only the group with the query in both languages enters MRC: en ranks [d0, d2], de [d1, d2]
-    # union d0 d2 d1: ranks en (1, 2, 3), de (3, 2, 1) -> Spearman -1 -> x100
-    assert out["mrc_groups"] == 1 and out["mrc"] == {"en": -100.0, "de": -100.0}
+    # only the group with the query in two languages enters MRC: q0 = (1, 0) scores the corpus (1, 0, .6),
+    # q1 = (0, 1) scores it (0, 1, .8); top-2 {d0, d2} and {d1, d2}: over the union Spearman -1 -> x100
+    from eval.fairness import language_fairness
+
+    queries = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    fair = language_fairness(bench, queries, corpus, top, mrc_k=2, peer_ks=(2,))
+    assert fair["mrc_groups"] == 1 and fair["mrc"] == pytest.approx({"en": -100.0, "de": -100.0})
+    assert "peer@2" not in fair  # every query has one relevant document: PEER is undefined
