@@ -156,12 +156,16 @@ def test_release_parsing_and_ratio_boundary(tmp_path):
 
 
 def test_release_dedup_on_the_hub_data_sets_follows_their_order(tmp_path, monkeypatch):
+    import datasets
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    # datasets reads HF_DATASETS_CACHE once, at import; its cache keys a local folder by its name,
+    # so another test's folder of the same name would be served from the cache
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
     shared = "We have a shared sentence here."
-    talks = make_parallel_sentences_repo(tmp_path / "parallel-sentences-talks", {
+    talks = make_parallel_sentences_repo(tmp_path / "release-order-talks", {
         "en-es": [(shared, "Tenemos una frase compartida.")]})
-    europarl = make_parallel_sentences_repo(tmp_path / "parallel-sentences-europarl", {
+    europarl = make_parallel_sentences_repo(tmp_path / "release-order-europarl", {
         "en-de": [(shared, "Wir haben einen gemeinsamen Satz."), ("Another sentence for German.", "Ein Satz.....")]})
     cfg = Stage1DataConfig(source="hub", languages=("de", "es"), hub_datasets=(str(talks), str(europarl)),
                            dedup="release")
