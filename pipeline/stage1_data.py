@@ -3,13 +3,13 @@
 Sources: the sentence-transformers `parallel-sentences-*` data sets on the hub (the eight OPUS
 corpora the paper names), the legacy single repository `sentence-transformers/parallel-sentences`
 that the authors' release reads (`source = "hub-legacy"`, pipeline/stage1_release.py), local
-files, or the embedded sample. Filters, each configurable and
-each counted per language: 10-512 characters on both sides, longer/shorter length ratio below 3,
-English-side deduplication across languages, and a cap per language.
+files, or the embedded sample. Filters, each configurable and each counted per language: 10-512
+characters on both sides, longer/shorter length ratio below 3, English-side deduplication across
+languages, and a cap per language.
 
-Deduplication is a draft: languages take turns, each drawing its next pair in a seeded random
-order and skipping pairs whose English side another language (or itself) already took, until
-the cap or its candidates run out. Every English anchor is used once, and languages share
+Deduplication (`dedup = "fair"`) is a draft: languages take turns, each drawing its next pair in
+a seeded random order and skipping pairs whose English side another language (or itself) already
+took, until the cap or its candidates run out. Every English anchor is used once, and languages share
 anchors fairly (a fully parallel corpus splits evenly) instead of the first language taking all.
 English itself is one of the 14 languages (Table 5): its pairs are (t_en, t_en), drawn from the
 English sides of every source. `dedup = "release"` selects as the authors' release does instead
@@ -37,9 +37,9 @@ from pipeline.worklist import text_id
 OPUS_CORPORA = ("europarl", "global-voices", "jw300", "news-commentary", "opensubtitles", "talks",
                 "tatoeba", "wikimatrix")
 
-# Hub subsets are named after the language pair; a few of these data sets spell Chinese differently.
-HUB_SUBSET_NAMES = {lang: (f"en-{lang}",) for lang in LANGUAGES if lang != "en"}
-HUB_SUBSET_NAMES["zh"] = ("en-zh", "en-zh-cn", "en-zh_cn")  # talks has only en-zh-cn (and en-zh-tw); see chinese_subsets
+# Hub subsets are named after the language pair; a few of these data sets spell Chinese differently
+# (talks has only en-zh-cn and en-zh-tw): the Chinese names are a setting, stage1.chinese_subsets.
+HUB_SUBSET_NAMES = {lang: (f"en-{lang}",) for lang in LANGUAGES if lang not in ("en", "zh")}
 HUB_SUBSET_NAMES["pt"] = ("en-pt", "en-pt-br")
 
 STAGE1_SCHEMA = pa.schema(
