@@ -196,7 +196,8 @@ def test_sample_under_release_dedup_gives_every_anchor_to_the_first_language(rep
 # ---- bad input --------------------------------------------------------------------------------
 
 def test_legacy_repo_without_files(tmp_path):
-    repo = make_legacy_repo(tmp_path / "ps", {"Europarl/Europarl-en-sv-train.tsv.gz": [("Hello there, Sweden.", "Hej där.....")]})
+    repo = make_legacy_repo(tmp_path / "ps", {
+        "Europarl/Europarl-en-sv-train.tsv.gz": [("Hello there, Sweden.", "Hej där, Sverige.")]})
     with pytest.raises(MimoError, match=r"stage1\.legacy_repo .*ps: no file for languages de fr \(expected e\.g\. "
                                         r"Europarl/Europarl-en-xx-train\.tsv\.gz"):
         _run(repo, languages=("de", "fr"))
