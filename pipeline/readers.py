@@ -136,7 +136,11 @@ def _read_parquet(path: Path, columns, keep) -> dict[str, list]:
     missing = [c for c in columns if c not in schema.names]
     if missing:
         raise MimoError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(schema.names)})")
-    table = pq.read_table(path, columns=list(columns))
+    try:  # page checksums, where the file has them, are verified: a damaged page is an error, not data
+        table = pq.read_table(path, columns=list(columns), page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as err:
+        raise MimoError(f"{path}: not a readable Parquet file ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:200]})") from None
     out = {}
     for c in columns:
         col = table.column(c)

@@ -205,8 +205,12 @@ class VectorStore:
         for i, name in enumerate(names):
             if name != f"seg-{i:05d}.plan.parquet":
                 raise MimoError(f"{self.url}: segment plans are not numbered 0..{len(names) - 1} (found {name})")
-            with self.fs.open(self._path(name), "rb") as fh:
-                plan = pq.read_table(fh)
+            try:
+                with self.fs.open(self._path(name), "rb") as fh:
+                    plan = pq.read_table(fh, page_checksum_verification=True)
+            except (pa.ArrowException, OSError) as err:
+                raise MimoError(f"{self.url}: segment plan {name} is unreadable ({type(err).__name__}: "
+                                f"{' '.join(str(err).split())[:200]})") from None
             out.append(Segment(i, first, plan))
             first += -(-plan.num_rows // self.rows_per_shard)
         return out
@@ -238,7 +242,7 @@ class VectorStore:
         rows = rows.take(order)
         index = len(segments)
         buf = io.BytesIO()
-        pq.write_table(rows, buf, compression="zstd", write_statistics=False)
+        pq.write_table(rows, buf, compression="zstd", write_statistics=False, write_page_checksum=True)
         name = f"seg-{index:05d}.plan.parquet"
         self._create_arrays(index, rows.num_rows)  # arrays first: a published plan always has them
         if not self._write_atomic(name, buf.getvalue(), exclusive=True):

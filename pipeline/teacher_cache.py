@@ -83,7 +83,11 @@ def read_worklists(paths) -> pa.Table:
         missing = [f.name for f in WORKLIST_SCHEMA if f.name not in schema.names]
         if missing:
             raise MimoError(f"{path}: not a teacher worklist: missing column(s) {', '.join(missing)}")
-        table = pq.read_table(path, columns=WORKLIST_SCHEMA.names)
+        try:
+            table = pq.read_table(path, columns=WORKLIST_SCHEMA.names, page_checksum_verification=True)
+        except (pa.ArrowException, OSError) as err:
+            raise MimoError(f"{path}: not a readable worklist Parquet file ({type(err).__name__}: "
+                            f"{' '.join(str(err).split())[:200]})") from None
         try:
             table = table.cast(WORKLIST_SCHEMA)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:

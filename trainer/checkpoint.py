@@ -12,6 +12,7 @@ and plain values (dicts, lists, numbers, strings; torch's own allow-list), so a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -35,11 +36,38 @@ def save_checkpoint(out_dir: Path, step: int, student, optimizer, scheduler, ext
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "extra": extra or {},
     }
+    state["blake2b"] = content_digest(state)  # torch's zip reader checks no CRC: a flipped byte would load
     path = out_dir / CHECKPOINT
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path
+
+
+def content_digest(state) -> str:
+    """blake2b over every tensor's bytes (with dtype and shape) and every plain value, in order:
+    ~1 s per GB, once per checkpoint written or read."""
+    h = hashlib.blake2b(digest_size=16)
+
+    def feed(value):
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+        elif isinstance(value, dict):
+            h.update(f"D{len(value)}".encode())
+            for k, v in value.items():
+                h.update(repr(k).encode())
+                feed(v)
+        elif isinstance(value, (list, tuple)):
+            h.update(f"L{len(value)}".encode())
+            for v in value:
+                feed(v)
+        else:
+            h.update(f"V{value!r}".encode())
+
+    feed({k: v for k, v in state.items() if k != "blake2b"})
+    return h.hexdigest()
 
 
 def remove_partial_checkpoints(out_dir: Path) -> None:
@@ -63,8 +91,13 @@ def read_checkpoint(path: Path) -> dict:
         raise MimoError(f"{path}: not a readable checkpoint ({why}); delete it to start over") from None
     expected = {"step": int, "student": dict, "optimizer": dict, "scheduler": dict, "rng_cpu": torch.Tensor}
     wrong = [k for k, kind in expected.items() if not isinstance(state, dict) or not isinstance(state.get(k), kind)]
+    if not wrong:
+        wrong = sorted(set(state) - {*expected, "rng_cuda", "extra", "blake2b"})
     if wrong:
         raise MimoError(f"{path}: not a checkpoint of this tool (missing or wrong {', '.join(wrong)}); "
+                        "delete it to start over")
+    if "blake2b" in state and state["blake2b"] != content_digest(state):  # absent: written before checksums
+        raise MimoError(f"{path}: damaged (its contents differ from the checksum written with them); "
                         "delete it to start over")
     return state
 
