@@ -150,7 +150,7 @@ class Embedder:
                 problem = "differ from the checksum written with them"
             elif not np.isfinite(vectors).all():
                 problem = "hold NaN or inf values"
-        except (ValueError, OSError, EOFError) as err:
+        except (ValueError, TypeError, OSError, EOFError, MemoryError) as err:
             problem = f"are unreadable ({type(err).__name__})"
         if problem is not None:
             raise MimoError(f"{path}: cached embeddings {problem}; delete the file to encode again")

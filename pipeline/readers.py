@@ -131,7 +131,7 @@ def _read_jsonl(path: Path, columns, keep) -> dict[str, list]:
 def _read_parquet(path: Path, columns, keep) -> dict[str, list]:
     try:
         schema = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as err:
+    except (pa.ArrowException, OSError) as err:
         raise MimoError(f"{path}: not a readable Parquet file ({err})") from None
     missing = [c for c in columns if c not in schema.names]
     if missing:

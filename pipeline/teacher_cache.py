@@ -78,7 +78,7 @@ def read_worklists(paths) -> pa.Table:
             schema = pq.read_schema(path)
         except FileNotFoundError:
             raise MimoError(f"{path}: worklist not found (run prepare first)") from None
-        except (pa.ArrowInvalid, OSError) as err:
+        except (pa.ArrowException, OSError) as err:
             raise MimoError(f"{path}: not a readable worklist Parquet file ({err})") from None
         missing = [f.name for f in WORKLIST_SCHEMA if f.name not in schema.names]
         if missing:
