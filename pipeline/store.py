@@ -318,10 +318,11 @@ class VectorStore:
                     ntokens: np.ndarray, truncated: int) -> None:
         """Write one shard whole, make it durable, then record it done."""
         stored = to_storage(vectors, self.dtype)
-        for array in ("vectors", "ntokens"):  # a torn file from a killed write is replaced, never read or merged
-            path = self._path(self._shard_key(seg, array, start))
-            if self.fs.exists(path):
-                self.fs.rm(path)
+        # a shard being redone is not done until it is written again; a torn file from a killed
+        # write is replaced, never read or merged
+        for key in (self._marker(seg, shard), *(self._shard_key(seg, a, start) for a in ("vectors", "ntokens"))):
+            if self.fs.exists(self._path(key)):
+                self.fs.rm(self._path(key))
         group = zarr.open_group(self._zarr_store(), mode="r+", path=seg.name)
         group["vectors"][start:end] = stored
         group["ntokens"][start:end] = ntokens
