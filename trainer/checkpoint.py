@@ -46,7 +46,7 @@ def save_checkpoint(out_dir: Path, step: int, student, optimizer, scheduler, ext
 
 def content_digest(state) -> str:
     """blake2b over every tensor's bytes (with dtype and shape) and every plain value, in order:
-    ~1 s per GB, once per checkpoint written or read."""
+    one hash pass over the checkpoint, once per checkpoint written or read."""
     h = hashlib.blake2b(digest_size=16)
 
     def feed(value):

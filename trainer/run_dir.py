@@ -27,7 +27,7 @@ RUN_CONTROL = frozenset({"out_dir", "stop_after", "checkpoint_every", "progress"
 
 
 def file_digest(path: Path) -> str:
-    """blake2b of a file's bytes (a data table: ~1 s per GB, once per start)."""
+    """blake2b of a file's bytes (a data table, once per start)."""
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 24), b""):
