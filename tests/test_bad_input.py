@@ -355,18 +355,19 @@ def test_bad_input_table(world, tmp_path, monkeypatch, name):
 
 
 def test_debug_shows_the_traceback(monkeypatch, tmp_path):
+    import pipeline.cli as cli_module
     import pipeline.prepare
 
     def boom(*_a, **_k):
         raise ValueError("something deep went wrong")
 
     monkeypatch.setattr(pipeline.prepare, "run_prepare", boom)
+    monkeypatch.setitem(cli_module.DEBUG, "on", False)  # --debug below sets it; restored afterwards
     plain = cli(["prepare", f"out_dir={tmp_path / 'p'}"])
     assert plain.exit_code == 1 and "unexpected ValueError: something deep went wrong (at " in plain.output
     for argv, env in ((["--debug", "prepare"], None), (["prepare"], {"MIMO_DEBUG": "1"})):
         result = cli([*argv, f"out_dir={tmp_path / 'p'}"], env=env)
         assert isinstance(result.exception, ValueError)  # raised, not turned into a line: the traceback shows
-    monkeypatch.setattr("pipeline.cli.DEBUG", {"on": False})
 
 
 # ---- fuzz: every reader, truncated and flipped ------------------------------------------------------
