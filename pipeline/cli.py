@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+import traceback
+from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 
 from pipeline.config import config_to_dict, load_config
@@ -30,18 +34,62 @@ CONFIG_OPTION = typer.Option(None, "--config", "-c", help="TOML or JSON config f
 OVERRIDES_ARG = typer.Argument(None, help="key=value overrides, applied after the config file.", show_default=False)
 
 
+DEBUG = {"on": False}  # --debug (or MIMO_DEBUG=1): tracebacks instead of one-line errors
+
+
+def debugging() -> bool:
+    return DEBUG["on"] or os.environ.get("MIMO_DEBUG", "") not in ("", "0", "false", "no")
+
+
+def _where(err: BaseException) -> str:
+    """The file an unexpected error is about (OSError names it), else the project source line it
+    came from: what a one-line report needs to be acted on."""
+    filename = getattr(err, "filename", None)
+    if filename:
+        return f" (file {filename})"
+    frames = traceback.extract_tb(err.__traceback__)
+    ours = [f for f in frames if any(f"{os.sep}{pkg}{os.sep}" in f.filename for pkg in ("pipeline", "trainer", "eval"))]
+    if ours:
+        return f" (at {Path(ours[-1].filename).parent.name}/{Path(ours[-1].filename).name}:{ours[-1].lineno})"
+    return ""
+
+
 def one_line_errors(fn):
-    """Turn MimoError into `error: <message>` on stderr and exit status 2 (no traceback)."""
+    """Turn MimoError into `error: <message>` on stderr and exit status 2 (no traceback); any other
+    exception into `error: <step>: unexpected <kind>: <message> (file ...)`, exit status 1, with the
+    traceback only under --debug or MIMO_DEBUG=1."""
+    step = fn.__name__.rstrip("_").replace("_cmd", "").replace("_", "-")
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except MimoError as err:
-            typer.echo(f"error: {err}", err=True)
+            if debugging():
+                raise
+            typer.echo(f"error: {' '.join(str(err).splitlines())}", err=True)
             raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            typer.echo(f"error: {step}: interrupted", err=True)
+            raise typer.Exit(130) from None
+        except Exception as err:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+            if debugging():
+                raise
+            message = " ".join(str(err).split())[:300] or "(no message)"
+            typer.echo(f"error: {step}: unexpected {type(err).__name__}: {message}{_where(err)}; "
+                       "rerun with --debug (or MIMO_DEBUG=1) for the traceback", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error "
+                                        "(also MIMO_DEBUG=1).")):
+    """MIMO: train multilingual retrievers from a cached English teacher."""
+    DEBUG["on"] = debug
 
 
 def _steps():
@@ -212,6 +260,7 @@ def show_config(
 ):
     """Print the resolved config of a step as JSON (defaults, then --config, then overrides)."""
     steps = _steps()
+    step = step.replace("-", "_")  # the command's own name (teacher-cache) or the config's (teacher_cache)
     if step not in steps:
         raise MimoError(f"unknown step {step!r} (known: {', '.join(steps)})")
     cfg = load_config(steps[step], step, config, overrides or [])

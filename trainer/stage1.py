@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from pipeline.cache_read import TeacherTargets
-from pipeline.config import write_resolved_config
 from pipeline.errors import MimoError
 from pipeline.teacher import pick_device
 from trainer import distributed
@@ -23,6 +22,7 @@ from trainer.checkpoint import export_sentence_transformer
 from trainer.data import check_teacher_dim, read_stage_table, resolve_targets
 from trainer.loop import train_loop, use_bf16
 from trainer.losses import distill_loss
+from trainer.run_dir import finish_run_dir, open_run_dir
 from trainer.student import load_student
 
 
@@ -46,6 +46,8 @@ class Stage1Config:
     stop_after: int = 0  # stop (with a checkpoint) after this many steps of this run, e.g. a job's time slot
     cache_in_memory: bool = True  # False at paper scale: block reads with prefetch instead of ~50 GB of RAM
     progress: bool = True
+    keep_checkpoint: bool = False  # keep checkpoint.pt after the run finishes (it is deleted by default)
+    resume_anyway: bool = False  # resume a checkpoint made under other settings (refused by default)
 
     def __post_init__(self):
         if self.pooling not in ("mean", "cls"):
@@ -78,9 +80,8 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
     # (the epoch's last, smaller batch drops the rows that do not split evenly)
     model, _ = distributed.wrap(student, device, find_unused=False)
     bf16 = use_bf16(cfg.precision, device)
-    out.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        write_resolved_config(cfg, out, "stage1")
+    open_run_dir(cfg, "stage1", [Path(cfg.prepared) / "stage1" / "pairs.parquet"], targets.fingerprint,
+                 write=rank == 0, echo=echo)
 
     def step_fn(rows):
         rows = distributed.local_rows(rows, rank, size)
@@ -96,6 +97,7 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
     result = train_loop(cfg, "stage 1", len(texts), student, step_fn, echo, write=rank == 0)
     if result["finished"] and rank == 0:
         export_sentence_transformer(student.cpu(), tokenizer, out / "model", cfg.max_length)
+        finish_run_dir(cfg)
         # which teacher psi maps into: Stage 2 refuses a cache built under other settings
         (out / "teacher_fingerprint.json").write_text(json.dumps(targets.fingerprint, indent=2, sort_keys=True))
         echo(f"stage 1: {result['step']} steps done, loss {result['loss']:.4f}; student in {out / 'model'}, "

@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 from pipeline.cache_read import TeacherTargets
-from pipeline.config import write_resolved_config
 from pipeline.errors import MimoError
 from pipeline.teacher import pick_device
 from trainer import distributed
@@ -33,6 +32,7 @@ from trainer.data import check_teacher_dim, read_stage_table, resolve_targets
 from trainer.gradcache import cached_step
 from trainer.loop import train_loop, use_bf16
 from trainer.losses import DISTILL_REDUCTIONS, LAKDA_FORMS, info_nce, lakda_loss, stage2_loss
+from trainer.run_dir import finish_run_dir, open_run_dir
 from trainer.student import load_student
 
 METHODS = {"mimo": "mimo", "xlco": "mimo", "infonce": "infonce", "lakda": "lakda"}  # method -> composition
@@ -68,6 +68,8 @@ class Stage2Config:
     stop_after: int = 0
     cache_in_memory: bool = True
     progress: bool = True
+    keep_checkpoint: bool = False  # keep checkpoint.pt after the run finishes (it is deleted by default)
+    resume_anyway: bool = False  # resume a checkpoint made under other settings (refused by default)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -133,9 +135,8 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
     student.to(device).train()
     model, no_sync = distributed.wrap(student, device, find_unused=cfg.method != "mimo")
     bf16 = use_bf16(cfg.precision, device)
-    out.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        write_resolved_config(cfg, out, "stage2")
+    open_run_dir(cfg, "stage2", [Path(cfg.prepared) / "stage2" / f"{METHODS[cfg.method]}.parquet"],
+                 targets.fingerprint, write=rank == 0, echo=echo)
 
     def encode(ids, mask):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -181,5 +182,6 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
                         write=rank == 0)
     if result["finished"] and rank == 0:
         export_sentence_transformer(student.cpu(), tokenizer, out / "model", cfg.max_length)
+        finish_run_dir(cfg)
         echo(f"stage 2 ({cfg.method}): {result['step']} steps done, loss {result['loss']:.4f}; student in {out / 'model'}")
     return result
