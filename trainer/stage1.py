@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -46,6 +47,7 @@ class Stage1Config:
     stop_after: int = 0  # stop (with a checkpoint) after this many steps of this run, e.g. a job's time slot
     cache_in_memory: bool = True  # False at paper scale: block reads with prefetch instead of ~50 GB of RAM
     progress: bool = True
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"  # besides metrics.jsonl (trainer/tracking.py)
 
     def __post_init__(self):
         if self.pooling not in ("mean", "cls"):

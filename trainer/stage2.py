@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -60,6 +61,7 @@ class Stage2Config:
     stop_after: int = 0
     cache_in_memory: bool = True
     progress: bool = True
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"  # besides metrics.jsonl (trainer/tracking.py)
     cross_device_negatives: bool = True  # DDP: every rank's passages are negatives for every query
 
     def __post_init__(self):
