@@ -202,6 +202,20 @@ def eval_(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] 
     run_eval(cfg, echo=typer.echo)
 
 
+@app.command()
+@one_line_errors
+def push(
+    folder: str = typer.Argument(..., help="A training output (e.g. work/paper/stage2) or its model/ folder."),
+    repo_id: str = typer.Argument(..., help="The hub repository, e.g. you/mimo-xlmr-large."),
+    private: bool = typer.Option(False, help="Create the repository as private."),
+    revision: Optional[str] = typer.Option(None, help="Branch to push to (default: main)."),
+):
+    """Upload an exported student with its model card to the Hugging Face hub (needs `hf auth login` or HF_TOKEN)."""
+    from pipeline.model_card import push_to_hub
+
+    typer.echo(f"pushed {folder} to {repo_id}: {push_to_hub(folder, repo_id, private, revision)}")
+
+
 @app.command("show-config")
 @one_line_errors
 def show_config(

@@ -94,4 +94,4 @@ def train_loop(cfg, name: str, n_rows: int, student, step_fn: Callable[[np.ndarr
                 echo(f"{name}: stopped after {done_here} steps at step {step} of {total} (run again to resume)")
                 return {**last, "finished": False}
     bar.close()
-    return {**last, "finished": True}
+    return {**last, "finished": True, "seconds": time.perf_counter() - started, "steps_run": done_here}

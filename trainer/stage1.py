@@ -18,6 +18,7 @@ import torch
 from pipeline.cache_read import TeacherTargets
 from pipeline.config import write_resolved_config
 from pipeline.errors import MimoError
+from pipeline.model_card import write_training_card
 from pipeline.teacher import pick_device
 from trainer import distributed
 from trainer.checkpoint import export_sentence_transformer
@@ -100,6 +101,7 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
         export_sentence_transformer(student.cpu(), tokenizer, out / "model", cfg.max_length)
         # which teacher psi maps into: Stage 2 refuses a cache built under other settings
         (out / "teacher_fingerprint.json").write_text(json.dumps(targets.fingerprint, indent=2, sort_keys=True))
+        write_training_card(out, result, targets.fingerprint, device)  # model/README.md (pipeline/model_card.py)
         echo(f"stage 1: {result['step']} steps done, loss {result['loss']:.4f}; student in {out / 'model'}, "
              f"psi in {out / 'projection.pt'}")
     return result

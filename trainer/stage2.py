@@ -23,6 +23,7 @@ import torch
 from pipeline.cache_read import TeacherTargets
 from pipeline.config import write_resolved_config
 from pipeline.errors import MimoError
+from pipeline.model_card import write_training_card
 from pipeline.teacher import pick_device
 from trainer import distributed
 from trainer.checkpoint import export_sentence_transformer
@@ -167,5 +168,6 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
                         write=rank == 0)
     if result["finished"] and rank == 0:
         export_sentence_transformer(student.cpu(), tokenizer, out / "model", cfg.max_length)
+        write_training_card(out, result, targets.fingerprint, device)  # model/README.md (pipeline/model_card.py)
         echo(f"stage 2 ({cfg.method}): {result['step']} steps done, loss {result['loss']:.4f}; student in {out / 'model'}")
     return result
