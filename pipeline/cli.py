@@ -145,6 +145,23 @@ def cache_verify_cmd(store: str = typer.Argument(..., help="Store path or URL.")
     typer.echo(f"{store}: ok")
 
 
+@cache_app.command("export")
+@one_line_errors
+def cache_export_cmd(
+    store: str = typer.Argument(..., help="Teacher cache store path or URL."),
+    out_dir: str = typer.Argument(..., help="Output folder of the dataset (Parquet shards in data/, a dataset card)."),
+    prepared: str = typer.Option(..., help="prepare's output directory (e.g. work/sample/prepared)."),
+    stage: str = typer.Option("stage1", help="stage1: (text, label); stage2: (query, passage, label) of the MIMO pairs."),
+    rows_per_shard: int = typer.Option(100_000, help="Rows per Parquet shard."),
+):
+    """The prepared pairs with their teacher vectors as a `datasets` dataset for sentence-transformers
+    (a `label` column, as EmbedDistillLoss and MSELoss read it)."""
+    from pipeline.cache_export import CacheExportConfig, run_cache_export
+
+    cfg = CacheExportConfig(cache=store, prepared=prepared, out_dir=out_dir, stage=stage, rows_per_shard=rows_per_shard)
+    run_cache_export(cfg, echo=typer.echo)
+
+
 @app.command()
 @one_line_errors
 def stage1(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] = OVERRIDES_ARG):
