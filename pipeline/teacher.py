@@ -119,10 +119,15 @@ def resolve_model_dir(model: str, revision: str) -> tuple[Path, str]:
     return Path(local), Path(local).name  # snapshot directories are named by commit hash
 
 
+# files that never change a vector: the model card and the facts it is drawn from (`mimo eval` rewrites
+# them, which must not turn the next eval's cached embeddings stale)
+NOT_WEIGHTS = ("README.md", "mimo_training.json", "mimo_eval.json")
+
+
 def _directory_digest(path: Path) -> str:
     h = hashlib.blake2b(digest_size=8)
     for f in sorted(path.rglob("*")):
-        if not f.is_file():
+        if not f.is_file() or f.relative_to(path).as_posix() in NOT_WEIGHTS:
             continue
         h.update(str(f.relative_to(path)).encode())
         size = f.stat().st_size

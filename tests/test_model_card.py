@@ -61,7 +61,7 @@ def test_exports_carry_a_hub_model_card(trained, training_setup):
     assert "| stage2 | 2e-05 | 64 | 32 | 32 | 1 | 0.1 | 0.01 | 1.0 | 20.0 | auto | 42 |" in stage2
 
 
-def test_eval_writes_its_figures_into_the_card(trained, tmp_path):
+def test_eval_writes_its_figures_into_the_card(trained, tmp_path, monkeypatch):
     cfg = EvalConfig(out_dir=str(tmp_path / "eval"), embeddings_dir=str(tmp_path / "emb"), plots=False,
                      models=(ModelSpec(name="MIMO", model=str(trained / "stage2")),),
                      benchmarks=(BenchmarkSpec("sample", languages=("en", "de", "ja")),))
@@ -71,6 +71,11 @@ def test_eval_writes_its_figures_into_the_card(trained, tmp_path):
     assert (f"| sample | mlir | ndcg@20 | {100 * row['main']:.2f} | {100 * row['ndcg@10']:.2f} | "
             f"{100 * row['ndcg@20']:.2f} | {100 * row['recall@20']:.2f} | {row['mrc_mean']:.4f} |") in text
     assert "Not evaluated yet" in (trained / "stage1" / "model" / "README.md").read_text()  # not in this eval
+    # the card is no part of the model's identity: a second eval reads every embedding from its cache
+    from pipeline.teacher import TransformersTeacher
+
+    monkeypatch.setattr(TransformersTeacher, "encode", lambda *a, **k: pytest.fail("encoded again"))
+    assert run_eval(cfg, **QUIET)["results"][0]["main"] == row["main"]
 
 
 def test_hub_data_sets_come_from_the_pairs_sources(tmp_path):
