@@ -194,6 +194,23 @@ def cache_verify_cmd(store: str = typer.Argument(..., help="Store path or URL.")
     typer.echo(f"{store}: ok")
 
 
+@cache_app.command("export")
+@one_line_errors
+def cache_export_cmd(
+    store: str = typer.Argument(..., help="Teacher cache store path or URL."),
+    out_dir: str = typer.Argument(..., help="Output folder of the dataset (Parquet shards in data/, a dataset card)."),
+    prepared: str = typer.Option(..., help="prepare's output directory (e.g. work/sample/prepared)."),
+    stage: str = typer.Option("stage1", help="stage1: (text, label); stage2: (query, passage, label) of the MIMO pairs."),
+    rows_per_shard: int = typer.Option(100_000, help="Rows per Parquet shard."),
+):
+    """The prepared pairs with their teacher vectors as a `datasets` dataset for sentence-transformers
+    (a `label` column, as EmbedDistillLoss and MSELoss read it)."""
+    from pipeline.cache_export import CacheExportConfig, run_cache_export
+
+    cfg = CacheExportConfig(cache=store, prepared=prepared, out_dir=out_dir, stage=stage, rows_per_shard=rows_per_shard)
+    run_cache_export(cfg, echo=typer.echo)
+
+
 @app.command()
 @one_line_errors
 def stage1(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] = OVERRIDES_ARG):
@@ -249,6 +266,20 @@ def eval_(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] 
 
     cfg = load_config(EvalConfig, "eval", config, overrides or [])
     run_eval(cfg, echo=typer.echo)
+
+
+@app.command()
+@one_line_errors
+def push(
+    folder: str = typer.Argument(..., help="A training output (e.g. work/paper/stage2) or its model/ folder."),
+    repo_id: str = typer.Argument(..., help="The hub repository, e.g. you/mimo-xlmr-large."),
+    private: bool = typer.Option(False, help="Create the repository as private."),
+    revision: Optional[str] = typer.Option(None, help="Branch to push to (default: main)."),
+):
+    """Upload an exported student with its model card to the Hugging Face hub (needs `hf auth login` or HF_TOKEN)."""
+    from pipeline.model_card import push_to_hub
+
+    typer.echo(f"pushed {folder} to {repo_id}: {push_to_hub(folder, repo_id, private, revision)}")
 
 
 @app.command("show-config")

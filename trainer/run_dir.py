@@ -23,7 +23,7 @@ RUN_FILE = "run.json"
 # How a run is driven, not what it computes: these may change between a run and its resume.
 RUN_CONTROL = frozenset({"out_dir", "stop_after", "checkpoint_every", "progress", "cache_in_memory",
                          "keep_checkpoint", "resume_anyway", "prefetch", "prefetch_batches", "tracking",
-                         "tracker", "wandb_project", "run_name", "log_every"})
+                         "report_to"})
 
 
 def file_digest(path: Path) -> str:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from pipeline.cache_read import TeacherTargets
 from pipeline.errors import MimoError
+from pipeline.model_card import write_training_card
 from pipeline.teacher import pick_device
 from trainer import distributed
 from trainer.checkpoint import export_sentence_transformer
@@ -48,6 +50,7 @@ class Stage1Config:
     progress: bool = True
     keep_checkpoint: bool = False  # keep checkpoint.pt after the run finishes (it is deleted by default)
     resume_anyway: bool = False  # resume a checkpoint made under other settings (refused by default)
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"  # besides metrics.jsonl (trainer/tracking.py)
 
     def __post_init__(self):
         if self.pooling not in ("mean", "cls"):
@@ -100,6 +103,7 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
         finish_run_dir(cfg)
         # which teacher psi maps into: Stage 2 refuses a cache built under other settings
         (out / "teacher_fingerprint.json").write_text(json.dumps(targets.fingerprint, indent=2, sort_keys=True))
+        write_training_card(out, result, targets.fingerprint, device)  # model/README.md (pipeline/model_card.py)
         echo(f"stage 1: {result['step']} steps done, loss {result['loss']:.4f}; student in {out / 'model'}, "
              f"psi in {out / 'projection.pt'}")
     return result

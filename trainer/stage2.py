@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from pipeline.cache_read import TeacherTargets
 from pipeline.errors import MimoError
+from pipeline.model_card import write_training_card
 from pipeline.teacher import pick_device
 from trainer import distributed
 from trainer.checkpoint import export_sentence_transformer
@@ -70,6 +72,7 @@ class Stage2Config:
     progress: bool = True
     keep_checkpoint: bool = False  # keep checkpoint.pt after the run finishes (it is deleted by default)
     resume_anyway: bool = False  # resume a checkpoint made under other settings (refused by default)
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"  # besides metrics.jsonl (trainer/tracking.py)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -183,5 +186,6 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
     if result["finished"] and rank == 0:
         export_sentence_transformer(student.cpu(), tokenizer, out / "model", cfg.max_length)
         finish_run_dir(cfg)
+        write_training_card(out, result, targets.fingerprint, device)  # model/README.md (pipeline/model_card.py)
         echo(f"stage 2 ({cfg.method}): {result['step']} steps done, loss {result['loss']:.4f}; student in {out / 'model'}")
     return result
