@@ -2,91 +2,85 @@
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Iterable, Iterator
-
 import numpy as np
+import pyarrow as pa
 import torch
 
+from pipeline.cache_index import IdIndex, ShardMaps
 from pipeline.errors import MimoError
-from pipeline.store import VectorStore, from_storage, shard_digest
+from pipeline.store import VectorStore, _storage_dtype, from_storage, shard_digest
 
 
 class TeacherTargets:
     """Teacher vectors of a complete store, looked up by worklist text_id.
 
-    `in_memory=True` reads every segment once into RAM in its stored dtype (2 bytes a value for
-    bf16: 6.5M rows x 4096 dims is 53 GB), which makes a training step's lookup a fancy-index;
-    otherwise each request reads the chunks it touches. `batches()` prefetches in a background
-    thread either way.
+    Ids resolve through a sorted id index (pipeline/cache_index.py) to locations, once, up front;
+    a training step then fetches rows by location. A local store is read through memory maps of
+    its shard files: no copy of the targets per process (the page cache is shared by every rank),
+    and a random row costs one memcpy. A store at an fsspec URL (s3://...) is read chunk by chunk
+    through Zarr, which serves `cache` commands and tests, not training at scale.
     """
 
-    def __init__(self, url: str, in_memory: bool = True):
+    def __init__(self, url: str):
         self.store = VectorStore(url)
         self.segments = self.store.segments()
         pending = self.store.pending_shards(self.segments)
         if pending:
             raise MimoError(f"{url}: teacher cache incomplete, {len(pending)} shard(s) not done (rerun teacher-cache)")
-        self.index: dict[str, tuple[int, int]] = {}
-        for seg in self.segments:
-            for row, tid in enumerate(seg.plan.column("text_id").to_pylist()):
-                self.index[tid] = (seg.index, row)
+        self.index = IdIndex(self.segments, self.store.rows_per_shard)
         self.fingerprint = self.store.meta["fingerprint"]
         self.dim, self.dtype = self.store.dim, self.store.dtype
-        self._memory = [self.store.read_segment(seg) for seg in self.segments] if in_memory else None
+        self.maps = ShardMaps(self.store, self.segments) if self.store.local else None
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def missing(self, ids: Iterable[str]) -> list[str]:
-        return [i for i in ids if i not in self.index]
+    def lookup(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """(locations, found) for text ids (an Arrow string column or a list); -1 where not found."""
+        return self.index.lookup(ids)
 
-    def locate(self, ids: Iterable[str]) -> np.ndarray:
-        """(n, 2) array of (segment, row) for the ids; resolve once, then fetch by location."""
-        try:
-            return np.array([self.index[i] for i in ids], dtype=np.int64).reshape(-1, 2)
-        except KeyError as err:
-            raise MimoError(f"{self.store.url}: no teacher vector for text id {err.args[0]}") from None
+    def missing(self, ids) -> list[str]:
+        ids = list(ids)
+        _, found = self.lookup(ids)
+        return [i for i, f in zip(ids, found) if not f]
+
+    def locate(self, ids) -> np.ndarray:
+        """(n,) int64 locations of the ids; resolve once, then fetch by location."""
+        where, found = self.lookup(ids)
+        if not found.all():
+            first = int(np.nonzero(~found)[0][0])
+            name = ids[first].as_py() if isinstance(ids, pa.Array | pa.ChunkedArray) else list(ids)[first]
+            raise MimoError(f"{self.store.url}: no teacher vector for text id {name}")
+        return where
+
+    def fetch_stored(self, where: np.ndarray) -> torch.Tensor:
+        """(n, dim) targets in the stored dtype (bf16, fp16 or fp32) for locations, in the given order.
+
+        The training stages move these to the device and widen them there: half the bytes over
+        PCIe, and no conversion on the CPU, which tokenizes meanwhile.
+        """
+        where = np.asarray(where, dtype=np.int64)
+        if self.maps is not None:
+            stored = self.maps.gather(where)
+        else:
+            stored = np.empty((len(where), self.dim), dtype=_storage_dtype(self.dtype))
+            shard = where // self.store.rows_per_shard
+            for seg in self.segments:
+                pick = np.nonzero((shard >= seg.first_shard)
+                                  & (shard < seg.first_shard + -(-seg.rows // self.store.rows_per_shard)))[0]
+                if len(pick):
+                    rows = where[pick] - seg.first_shard * self.store.rows_per_shard
+                    unique, inverse = np.unique(rows, return_inverse=True)  # sorted rows: sequential block reads
+                    stored[pick] = self.store.read_rows(seg, unique)[inverse]
+        tensor = torch.from_numpy(stored)
+        return tensor.view(torch.bfloat16) if self.dtype == "bfloat16" else tensor
 
     def fetch(self, where: np.ndarray) -> torch.Tensor:
-        """float32 (n, dim) targets for (segment, row) locations, in the given order."""
-        out = np.empty((len(where), self.dim), dtype=np.float32)
-        for seg_index in np.unique(where[:, 0]):
-            pick = np.nonzero(where[:, 0] == seg_index)[0]
-            rows = where[pick, 1]
-            if self._memory is not None:
-                stored = self._memory[seg_index][rows]
-            else:
-                unique, inverse = np.unique(rows, return_inverse=True)  # sorted rows: sequential block reads
-                stored = self.store.read_rows(self.segments[seg_index], unique)[inverse]
-            out[pick] = from_storage(stored, self.dtype)
-        return torch.from_numpy(out)
+        """float32 (n, dim) targets for locations, in the given order."""
+        return self.fetch_stored(where).float()
 
-    def get(self, ids: Iterable[str]) -> torch.Tensor:
+    def get(self, ids) -> torch.Tensor:
         return self.fetch(self.locate(list(ids)))
-
-    def batches(self, locations: Iterable[np.ndarray], prefetch: int = 4) -> Iterator[torch.Tensor]:
-        """Targets for a sequence of batches, read `prefetch` batches ahead in a background thread."""
-        q: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
-        done = object()
-
-        def worker():
-            try:
-                for where in locations:
-                    q.put(self.fetch(where))
-                q.put(done)
-            except BaseException as err:  # surface reader errors in the consumer
-                q.put(err)
-
-        threading.Thread(target=worker, daemon=True).start()
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
 
 
 def cache_info(url: str) -> dict:
