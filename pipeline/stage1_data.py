@@ -379,9 +379,3 @@ def prepare_stage1(cfg: Stage1DataConfig, seed: int, sample_dir: str | Path) -> 
         schema=STAGE1_SCHEMA,
     )
     return table, {"per_language": counts}
-
-
-def stage1_worklist_entries(table: pa.Table, cfg: Stage1DataConfig):
-    """Stage 1 has no prompt (App. C): every English side is a document at the Stage-1 length."""
-    for english in table.column("english").to_pylist():
-        yield "document", cfg.teacher_max_length, english
