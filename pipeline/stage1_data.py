@@ -1,42 +1,45 @@
 """Stage 1 preparation: parallel pairs (t_en, t_XX) with the paper's filters (App. B.1).
 
 Sources: the sentence-transformers `parallel-sentences-*` data sets on the hub (the eight OPUS
-corpora the paper names), local files, or the embedded sample. Filters, each configurable and
-each counted per language: 10-512 characters on both sides, longer/shorter length ratio below 3,
-English-side deduplication across languages, and a cap per language.
+corpora the paper names), the legacy single repository `sentence-transformers/parallel-sentences`
+that the authors' release reads (`source = "hub-legacy"`, pipeline/stage1_release.py), local
+files, or the embedded sample. Filters, each configurable and each counted per language: 10-512
+characters on both sides, longer/shorter length ratio below 3, English-side deduplication across
+languages, and a cap per language.
 
-Deduplication is a draft: languages take turns, each drawing its next pair in a seeded random
-order and skipping pairs whose English side another language (or itself) already took, until
-the cap or its candidates run out. Every English anchor is used once, and languages share
+Deduplication (`dedup = "fair"`) is a draft: languages take turns, each drawing its next pair in
+a seeded random order and skipping pairs whose English side another language (or itself) already
+took, until the cap or its candidates run out. Every English anchor is used once, and languages share
 anchors fairly (a fully parallel corpus splits evenly) instead of the first language taking all.
 English itself is one of the 14 languages (Table 5): its pairs are (t_en, t_en), drawn from the
-English sides of every source.
+English sides of every source. `dedup = "release"` selects as the authors' release does instead
+(first come over corpora then languages, English pairs from the first English texts; see
+pipeline/stage1_release.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline.errors import MimoError
 from pipeline.languages import LANGUAGES, check_languages
-from pipeline.readers import fetch_dataset_file, read_aligned_text, read_columns
+from pipeline.readers import read_aligned_text, read_columns
 from pipeline.sample import load_sample, sample_parallel_sentences
+from pipeline.stage1_release import LEGACY_CORPORA, LEGACY_REPO, legacy_pairs, release_rows
 from pipeline.worklist import text_id
 
 OPUS_CORPORA = ("europarl", "global-voices", "jw300", "news-commentary", "opensubtitles", "talks",
                 "tatoeba", "wikimatrix")
 
-# Hub subsets are named after the language pair; a few of these data sets spell Chinese differently.
-HUB_SUBSET_NAMES = {lang: (f"en-{lang}",) for lang in LANGUAGES if lang != "en"}
-HUB_SUBSET_NAMES["zh"] = ("en-zh", "en-zh-cn", "en-zh_cn")  # talks has only en-zh-cn (and en-zh-tw)
+# Hub subsets are named after the language pair; a few of these data sets spell Chinese differently
+# (talks has only en-zh-cn and en-zh-tw): the Chinese names are a setting, stage1.chinese_subsets.
+HUB_SUBSET_NAMES = {lang: (f"en-{lang}",) for lang in LANGUAGES if lang not in ("en", "zh")}
 HUB_SUBSET_NAMES["pt"] = ("en-pt", "en-pt-br")
 
 STAGE1_SCHEMA = pa.schema(
@@ -55,9 +58,17 @@ FILTERS = ("empty", "too_short", "too_long", "length_ratio", "duplicate_english"
 
 @dataclass(frozen=True)
 class Stage1DataConfig:
-    source: str = "hub"  # "hub", "local" or "sample"
+    source: str = "hub"  # "hub", "hub-legacy" (the release's TSV repository), "local" or "sample"
     hub_datasets: tuple[str, ...] = tuple(f"sentence-transformers/parallel-sentences-{c}" for c in OPUS_CORPORA)
     hub_split: str = "train"
+    # source = "hub-legacy": a hub data set id or a local folder laid out like it, its revision, and the
+    # corpus folders in the order the release visits them
+    legacy_repo: str = LEGACY_REPO
+    legacy_revision: str = "main"
+    legacy_corpora: tuple[str, ...] = LEGACY_CORPORA
+    # Chinese subsets read (per corpus, the first it has): `en-{name}` configs of the hub data sets,
+    # `{Corpus}-en-{name}-train.tsv.gz` files of the legacy repository. The release reads "zh" only.
+    chinese_subsets: tuple[str, ...] = ("zh", "zh-cn", "zh_cn")
     # "LANG:PATH" (a .tsv/.jsonl/.parquet with columns english, non_english) or
     # "LANG:EN_PATH+XX_PATH" (an OPUS Moses pair: one sentence a line, aligned by line)
     local_files: tuple[str, ...] = ()
@@ -65,13 +76,23 @@ class Stage1DataConfig:
     min_chars: int = 10
     max_chars: int = 512
     max_length_ratio: float = 3.0  # longer/shorter, in characters; a pair passes when below it
+    max_length_ratio_inclusive: bool = False  # the release also keeps a ratio equal to it (`<= 3`)
     dedup_english: bool = True
+    # how pairs are chosen: "fair" (a seeded draft, languages taking turns) or "release" (first come
+    # over corpora then languages, cap after dedup, English pairs from the first English texts)
+    dedup: str = "fair"
     cap_per_language: int = 500_000
     teacher_max_length: int = 256  # Table 6: teacher max length in Stage 1
 
     def __post_init__(self):
-        if self.source not in ("hub", "local", "sample"):
-            raise MimoError(f"stage1.source must be hub, local or sample, not {self.source!r}")
+        if self.source not in ("hub", "hub-legacy", "local", "sample"):
+            raise MimoError(f"stage1.source must be hub, hub-legacy, local or sample, not {self.source!r}")
+        if self.dedup not in ("fair", "release"):
+            raise MimoError(f"stage1.dedup must be fair or release, not {self.dedup!r}")
+        if not self.chinese_subsets or not all(s.strip() for s in self.chinese_subsets):
+            raise MimoError("stage1.chinese_subsets must name at least one subset (e.g. zh)")
+        if self.source == "hub-legacy" and not self.legacy_corpora:
+            raise MimoError("stage1.legacy_corpora must name at least one corpus folder")
         check_languages(self.languages, "stage1.languages")
         if not 0 <= self.min_chars <= self.max_chars:
             raise MimoError("stage1.min_chars must be between 0 and stage1.max_chars")
@@ -90,74 +111,32 @@ class Candidates:
     source: list[str]
 
 
-@dataclass
-class Source:
-    """One table of pairs (a hub subset's Parquet files, a local file, the sample), read in batches."""
+def _hub_pairs(cfg: Stage1DataConfig, lang: str) -> list[tuple[str, dict[str, list]]]:
+    import datasets  # heavy import, only for hub sources
 
-    label: str
-    batches: Callable[[], Iterator[pa.Table]]  # each call streams the source from its start
-
-
-BATCH_ROWS = 65_536  # rows read at a time from a Parquet file: memory stays bounded at any corpus size
-
-
-def _table_source(label: str, columns: dict[str, list]) -> Source:
-    table = pa.table({"english": pa.array(columns["english"], pa.string()),
-                      "non_english": pa.array(columns["non_english"], pa.string())})
-    return Source(label, lambda: iter([table]))
-
-
-def _parquet_source(label: str, paths: list[Path]) -> Source:
-    def batches():
-        for path in paths:
-            try:
-                reader = pq.ParquetFile(path)
-            except (pa.ArrowInvalid, OSError) as err:
-                raise MimoError(f"{path}: not a readable Parquet file ({err})") from None
-            missing = [c for c in ("english", "non_english") if c not in reader.schema_arrow.names]
-            if missing:
-                raise MimoError(f"{label}: missing column(s) {', '.join(missing)} "
-                                f"(found: {', '.join(reader.schema_arrow.names)})")
-            for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=["english", "non_english"]):
-                yield pa.Table.from_batches([batch])
-
-    return Source(label, batches)
-
-
-def _repo_files(name: str) -> list[str]:
-    """Every file of a hub data set repository (or a local folder laid out like one), relative paths."""
-    root = Path(name)
-    if root.is_dir():
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*.parquet"))
-    from huggingface_hub import HfApi  # network, only for hub sources
-
-    try:
-        return sorted(HfApi().list_repo_files(name, repo_type="dataset"))
-    except Exception as err:  # the hub client raises many types; the message is what matters
-        raise MimoError(f"stage1 hub data set {name}: cannot list its files ({type(err).__name__}: "
-                        f"{' '.join(str(err).split())})") from None
-
-
-def _hub_sources(cfg: Stage1DataConfig, lang: str, listings: dict[str, list[str]]) -> list[Source]:
-    """The language's subset of each hub data set, as its `{subset}/{split}-*.parquet` files, streamed."""
     out = []
     for name in cfg.hub_datasets:
-        if name not in listings:
-            listings[name] = _repo_files(name)
-        by_subset: dict[str, list[str]] = {}
-        for rel in listings[name]:
-            parts = rel.split("/")
-            if len(parts) == 2 and parts[1].startswith(f"{cfg.hub_split}-") and parts[1].endswith(".parquet"):
-                by_subset.setdefault(parts[0], []).append(rel)
-        subset = next((s for s in HUB_SUBSET_NAMES[lang] if s in by_subset), None)
+        try:
+            subsets = set(datasets.get_dataset_config_names(name))
+        except Exception as err:  # the hub client raises many types; the message is what matters
+            raise MimoError(f"stage1 hub data set {name}: cannot list its subsets ({type(err).__name__}: {err})") from None
+        names = tuple(f"en-{s}" for s in cfg.chinese_subsets) if lang == "zh" else HUB_SUBSET_NAMES[lang]
+        subset = next((s for s in names if s in subsets), None)
         if subset is None:
             continue  # not every OPUS corpus covers every language
-        paths = [fetch_dataset_file(name, rel) for rel in sorted(by_subset[subset])]
-        out.append(_parquet_source(f"{name}:{subset}", paths))
+        try:
+            ds = datasets.load_dataset(name, subset, split=cfg.hub_split)
+        except Exception as err:
+            raise MimoError(f"stage1 hub data set {name} ({subset}): cannot load ({type(err).__name__}: {err})") from None
+        missing = [c for c in ("english", "non_english") if c not in ds.column_names]
+        if missing:
+            raise MimoError(f"stage1 hub data set {name} ({subset}): missing column(s) {', '.join(missing)} "
+                            f"(found: {', '.join(ds.column_names)})")
+        out.append((f"{name}:{subset}", {"english": ds["english"], "non_english": ds["non_english"]}))
     return out
 
 
-def _local_sources(cfg: Stage1DataConfig) -> dict[str, list[Source]]:
+def _local_pairs(cfg: Stage1DataConfig) -> dict[str, list[tuple[str, dict[str, list]]]]:
     by_lang: dict[str, list] = {}
     for entry in cfg.local_files:
         lang, sep, spec = entry.partition(":")
@@ -172,63 +151,44 @@ def _local_sources(cfg: Stage1DataConfig) -> dict[str, list[Source]]:
             for row, (e, x) in enumerate(zip(columns["english"], columns["non_english"])):
                 if e is None or x is None:
                     raise MimoError(f"{spec}: row {row}: missing text")
-        by_lang.setdefault(lang, []).append(_table_source(spec, columns))
+        by_lang.setdefault(lang, []).append((spec, columns))
     return by_lang
 
 
-def _filter_batch(cfg: Stage1DataConfig, english: pa.ChunkedArray, other: pa.ChunkedArray,
-                  counts: dict[str, int]) -> np.ndarray:
-    """The rows of a batch that pass the per-pair filters (each drop counted under the first filter it fails).
-
-    Lengths are in characters (code points) after stripping surrounding whitespace, as in App. B.1.
-    """
-    le = pc.utf8_length(pc.utf8_trim_whitespace(english)).fill_null(0).to_numpy()
-    lx = pc.utf8_length(pc.utf8_trim_whitespace(other)).fill_null(0).to_numpy()
-    lo, hi = cfg.min_chars, cfg.max_chars
-    empty = (le == 0) | (lx == 0)
-    short = ~empty & ((le < lo) | (lx < lo))
-    long_ = ~empty & ~short & ((le > hi) | (lx > hi))
-    rest = ~(empty | short | long_)
-    ratio = rest & (np.maximum(le, lx) / np.maximum(np.minimum(le, lx), 1) >= cfg.max_length_ratio)
-    for name, mask in (("empty", empty), ("too_short", short), ("too_long", long_), ("length_ratio", ratio)):
-        counts[name] += int(mask.sum())
-    return rest & ~ratio
-
-
-def english_keys(english: pa.Array) -> np.ndarray:
-    """A 64-bit key per (stripped) English text, for deduplication: blake2b of its UTF-8 bytes."""
-    return np.array([int.from_bytes(_english_key(t), "little") for t in english.to_pylist()], dtype=np.uint64)
+def _filter(cfg: Stage1DataConfig, english: list[str], other: list[str], source: str,
+            counts: dict[str, int], out: Candidates) -> None:
+    """Apply the per-pair filters; count each dropped pair under the first filter it fails."""
+    lo, hi, ratio = cfg.min_chars, cfg.max_chars, cfg.max_length_ratio
+    beyond = operator.gt if cfg.max_length_ratio_inclusive else operator.ge  # the paper: kept only *below* the ratio
+    for e, x in zip(english, other):
+        e, x = e.strip(), x.strip()
+        le, lx = len(e), len(x)
+        if le == 0 or lx == 0:
+            counts["empty"] += 1
+        elif le < lo or lx < lo:
+            counts["too_short"] += 1
+        elif le > hi or lx > hi:
+            counts["too_long"] += 1
+        elif beyond(max(le, lx) / min(le, lx), ratio):
+            counts["length_ratio"] += 1
+        else:
+            out.english.append(e)
+            out.other.append(x)
+            out.source.append(source)
 
 
 def _english_key(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
 
 
-@dataclass
-class Pool:
-    """The candidates of one language: where each one is (source, row in it) and its English key."""
-
-    source: list[np.ndarray]
-    row: list[np.ndarray]
-    key: list[np.ndarray]
-
-    def add(self, source: int, rows: np.ndarray, keys: np.ndarray) -> None:
-        self.source.append(np.full(len(rows), source, dtype=np.int32))
-        self.row.append(rows.astype(np.int64))
-        self.key.append(keys)
-
-    def done(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        cat = lambda parts, dt: np.concatenate(parts) if parts else np.empty(0, dt)  # noqa: E731
-        return cat(self.source, np.int32), cat(self.row, np.int64), cat(self.key, np.uint64)
-
-
 def draft(candidates: dict[str, Candidates | np.ndarray], cap: int, dedup: bool,
           seed: int) -> tuple[dict[str, list[int]], dict[str, int]]:
     """Pick up to `cap` pairs per language; with `dedup`, every English side is used at most once.
 
-    `candidates`: per language, its candidates (their English sides) or their English keys.
-    Returns the chosen candidate indices per language and the count of candidates skipped as
-    duplicates. Languages draw in turn (fixed order), each in its own seeded random order.
+    `candidates`: per language, its candidates or the 64-bit keys of their English sides
+    (`_english_key`, as the streamed path keeps them). Returns the chosen candidate indices per
+    language and the count of candidates skipped as duplicates. Languages draw in turn (fixed
+    order), each in its own seeded random order.
     """
     keys = {lang: c if isinstance(c, np.ndarray) else np.array(
         [int.from_bytes(_english_key(t), "little") for t in c.english], dtype=np.uint64) for lang, c in candidates.items()}
@@ -260,122 +220,114 @@ def draft(candidates: dict[str, Candidates | np.ndarray], cap: int, dedup: bool,
     return chosen, duplicates
 
 
-def _collect(cfg: Stage1DataConfig, sources: list[Source], picks: dict[str, tuple[np.ndarray, np.ndarray]],
-             english_only: set[str]) -> dict[str, pa.Table]:
-    """Second pass: the chosen rows' stripped texts, per language in candidate order (sources read again)."""
-    wanted: dict[int, list[tuple[str, np.ndarray, np.ndarray]]] = {}
-    for lang, (src, row) in picks.items():
-        for s in np.unique(src):
-            sel = np.nonzero(src == s)[0]
-            wanted.setdefault(int(s), []).append((lang, sel, row[sel]))
-    parts: dict[str, list[tuple[np.ndarray, pa.Table]]] = {lang: [] for lang in picks}
-    for s, requests in sorted(wanted.items()):
-        start = 0
-        for batch in sources[s].batches():
-            n = batch.num_rows
-            for lang, sel, rows in requests:
-                inside = (rows >= start) & (rows < start + n)
-                if inside.any():
-                    taken = batch.take(pa.array(rows[inside] - start))
-                    english = pc.utf8_trim_whitespace(taken.column("english"))
-                    other = english if lang in english_only else pc.utf8_trim_whitespace(taken.column("non_english"))
-                    parts[lang].append((sel[inside], pa.table({"english": english, "text": other,
-                                                               "source": pa.array([sources[s].label] * len(taken))})))
-            start += n
-    out = {}
-    for lang, pieces in parts.items():
-        if not pieces:
-            continue
-        order = np.argsort(np.concatenate([p for p, _ in pieces]), kind="stable")
-        out[lang] = pa.concat_tables([t for _, t in pieces]).take(pa.array(order))
-    return out
+def _corpus_ranks(cfg: Stage1DataConfig, raw) -> dict[str, int]:
+    """Each source's corpus position, the order `dedup = "release"` visits sources in."""
+    if cfg.source == "hub":
+        return {src: cfg.hub_datasets.index(src.rsplit(":", 1)[0]) for entries in raw.values() for src, _ in entries}
+    if cfg.source == "local":
+        specs = [entry.partition(":")[2] for entry in cfg.local_files]
+        return {src: specs.index(src) for entries in raw.values() for src, _ in entries}
+    return {}  # sample: one corpus; hub-legacy: given by its reader
 
 
-def prepare_stage1(cfg: Stage1DataConfig, seed: int, sample_dir: str | Path) -> tuple[pa.Table, dict]:
+def prepare_stage1(cfg: Stage1DataConfig, seed: int, sample_dir: str | Path,
+                   stream: bool = True) -> tuple[pa.Table, dict]:
     """Build the Stage-1 pair table (training order) and the per-language filter report.
 
-    Two passes over the sources, so memory holds keys and positions, never the raw corpora:
-    the first filters every pair (vectorized, batch by batch) and keeps, per candidate, its
-    source, row and English key; the draft picks among the keys; the second pass reads the
-    chosen rows' texts.
+    `dedup = "fair"` runs streamed (pipeline/stage1_stream.py: bounded memory at any corpus size)
+    unless `stream` is False: the plain in-memory path below, which the streamed one equals.
     """
-    by_lang: dict[str, list[Source]] = {}
+    if stream and cfg.dedup == "fair" and cfg.source != "hub-legacy":
+        from pipeline.stage1_stream import prepare_stage1_streamed
+
+        return prepare_stage1_streamed(cfg, seed, sample_dir)
+    raw: dict[str, list[tuple[str, dict[str, list]]]] = {}
     non_english = [lang for lang in cfg.languages if lang != "en"]
+    extra: dict = {}  # hub-legacy: malformed lines per language and the files read
     if cfg.source == "sample":
         sample = load_sample(sample_dir, cfg.languages)
         for lang in non_english:
-            by_lang[lang] = [_table_source("sample", sample_parallel_sentences(sample, lang))]
-        if "en" in cfg.languages:
-            by_lang["en"] = [_table_source("sample", sample_parallel_sentences(sample, "en"))]
+            raw[lang] = [("sample", sample_parallel_sentences(sample, lang))]
+        if "en" in cfg.languages and cfg.dedup == "fair":
+            raw["en"] = [("sample", sample_parallel_sentences(sample, "en"))]
     elif cfg.source == "local":
-        by_lang = _local_sources(cfg)
-        unused = sorted(set(by_lang) - set(cfg.languages))
+        raw = _local_pairs(cfg)
+        unused = sorted(set(raw) - set(cfg.languages))
         if unused:
             raise MimoError(f"stage1.local_files names language(s) {', '.join(unused)} not in stage1.languages")
+        if "en" in raw and cfg.dedup == "release":
+            raise MimoError("stage1.local_files: en: files do not apply with stage1.dedup=release "
+                            "(its English pairs are the first English sides of the other languages' pairs)")
+    elif cfg.source == "hub-legacy":
+        legacy, malformed, files = legacy_pairs(cfg.legacy_repo, cfg.legacy_revision, cfg.legacy_corpora,
+                                                non_english, cfg.chinese_subsets)
+        raw = {lang: [(src, cols) for src, cols, _ in entries] for lang, entries in legacy.items()}
+        extra = {"ranks": {src: rank for entries in legacy.values() for src, _, rank in entries},
+                 "malformed": malformed, "files": files}
     else:
-        listings: dict[str, list[str]] = {}
         for lang in non_english:
-            by_lang[lang] = _hub_sources(cfg, lang, listings)
+            raw[lang] = _hub_pairs(cfg, lang)
+    ranks = extra.get("ranks") or _corpus_ranks(cfg, raw)
 
-    sources: list[Source] = []
-    plan: list[tuple[str, int, bool]] = []  # (language, source index, English pairs from the English side)
+    head = ("input", "malformed") if extra else ("input",)
+    counts = {lang: dict.fromkeys(head + FILTERS, 0) for lang in cfg.languages}
+    candidates = {lang: Candidates([], [], []) for lang in cfg.languages}
+    blocks = []  # (corpus rank, lang, first candidate, end): the release's visit units
     for lang in non_english:
-        for src in by_lang.get(lang, []):
-            sources.append(src)
-            plan.append((lang, len(sources) - 1, False))
-    if "en" in cfg.languages:
-        # English pairs (t_en, t_en): explicit English sources, else the English side of every source.
-        if by_lang.get("en"):
-            for src in by_lang["en"]:
-                sources.append(src)
-                plan.append(("en", len(sources) - 1, True))
-        else:
-            plan += [("en", s, True) for lang, s, _ in list(plan)]
-
-    counts = {lang: dict.fromkeys(("input",) + FILTERS, 0) for lang in cfg.languages}
-    pools = {lang: Pool([], [], []) for lang in cfg.languages}
-    for lang, s, english_only in plan:
-        start = 0
-        for batch in sources[s].batches():
-            english = batch.column("english")
-            other = english if english_only else batch.column("non_english")
-            counts[lang]["input"] += batch.num_rows
-            keep = np.nonzero(_filter_batch(cfg, english, other, counts[lang]))[0]
-            kept = pc.utf8_trim_whitespace(english.take(pa.array(keep))).combine_chunks()
-            pools[lang].add(s, start + keep, english_keys(kept))
-            start += batch.num_rows
-
-    located = {lang: pools[lang].done() for lang in cfg.languages}
-    chosen, duplicates = draft({lang: located[lang][2] for lang in cfg.languages}, cfg.cap_per_language,
-                               cfg.dedup_english, seed)
-    picks = {}
-    for lang in cfg.languages:
-        n_candidates = len(located[lang][2])
-        counts[lang]["duplicate_english"] = duplicates[lang]
-        counts[lang]["over_cap"] = n_candidates - len(chosen[lang]) - duplicates[lang]
-        counts[lang]["kept"] = len(chosen[lang])
-        idx = np.sort(np.array(chosen[lang], dtype=np.int64))  # source order within a language; shuffled below
-        picks[lang] = (located[lang][0][idx], located[lang][1][idx])
-    del located, pools
-    texts = _collect(cfg, sources, {lang: p for lang, p in picks.items() if len(p[0])}, {"en"})
-    parts = [t.append_column("lang", pa.array([lang] * t.num_rows, pa.string()))
-             for lang in cfg.languages if (t := texts.get(lang)) is not None]
-    if not parts:
+        for source, cols in raw.get(lang, []):
+            start = len(candidates[lang].english)
+            counts[lang]["input"] += len(cols["english"])
+            _filter(cfg, cols["english"], cols["non_english"], source, counts[lang], candidates[lang])
+            blocks.append((ranks.get(source, 0), lang, start, len(candidates[lang].english)))
+        if extra:
+            counts[lang]["malformed"] = extra["malformed"][lang]
+            counts[lang]["input"] += extra["malformed"][lang]
+    if cfg.dedup == "release":
+        rows = release_rows(candidates, blocks, cfg.languages, cfg.cap_per_language, cfg.dedup_english,
+                            _english_key, counts)
+        perm_seed = seed  # the release's Dataset.shuffle(seed)
+    else:
+        rows = _draft_rows(cfg, raw, non_english, candidates, counts, seed)
+        perm_seed = seed + 1
+    if not rows:
         raise MimoError("stage 1: no pair survived the filters (see the per-language counts with stage1.* settings)")
-    rows = pa.concat_tables(parts)
-    perm = np.random.default_rng(seed + 1).permutation(rows.num_rows)
-    rows = rows.take(pa.array(perm))
-    english = rows.column("english")
+
+    perm = np.random.default_rng(perm_seed).permutation(len(rows))
+    rows = [rows[i] for i in perm]
     table = pa.table(
         {
-            "pair_id": np.arange(rows.num_rows, dtype=np.int64),
-            "lang": rows.column("lang"),
-            "text": rows.column("text"),
-            "english": english,
-            "teacher_id": pa.array([text_id("document", cfg.teacher_max_length, e) for e in english.to_pylist()],
-                                   pa.string()),
-            "source": rows.column("source"),
+            "pair_id": np.arange(len(rows), dtype=np.int64),
+            "lang": [r[0] for r in rows],
+            "text": [r[1] for r in rows],
+            "english": [r[2] for r in rows],
+            "teacher_id": [text_id("document", cfg.teacher_max_length, r[2]) for r in rows],
+            "source": [r[3] for r in rows],
         },
         schema=STAGE1_SCHEMA,
     )
-    return table, {"per_language": counts}
+    report = {"per_language": counts}
+    if extra:
+        report["legacy_files"] = extra["files"]
+    return table, report
+
+
+def _draft_rows(cfg: Stage1DataConfig, raw, non_english, candidates, counts, seed) -> list[tuple]:
+    """`dedup = "fair"`: English pairs from every source's English side, then the seeded draft."""
+    if "en" in cfg.languages:
+        # English pairs (t_en, t_en): explicit English sources, else the English side of every source.
+        pools = raw.get("en") or [(src, {"english": c["english"], "non_english": c["english"]})
+                                  for lang in non_english for src, c in raw.get(lang, [])]
+        for source, cols in pools:
+            counts["en"]["input"] += len(cols["english"])
+            _filter(cfg, cols["english"], cols["english"], source, counts["en"], candidates["en"])
+
+    chosen, duplicates = draft(candidates, cfg.cap_per_language, cfg.dedup_english, seed)
+    rows = []
+    for lang in cfg.languages:
+        c = candidates[lang]
+        counts[lang]["duplicate_english"] = duplicates[lang]
+        counts[lang]["over_cap"] = len(c.english) - len(chosen[lang]) - duplicates[lang]
+        counts[lang]["kept"] = len(chosen[lang])
+        # source order within a language; shuffled by the caller
+        rows += [(lang, c.other[idx], c.english[idx], c.source[idx]) for idx in sorted(chosen[lang])]
+    return rows

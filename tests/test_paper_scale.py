@@ -13,7 +13,8 @@ from pipeline.prepare import PrepareConfig, run_prepare
 from tests.conftest import REPO
 
 
-def test_generated_data_prepares_with_the_counts_it_was_built_with(tmp_path):
+def test_generated_data_prepares_with_the_counts_it_was_built_with(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
     out = tmp_path / "ps"
     args = [sys.executable, str(REPO / "bench/paper_scale.py"), "--out", str(out), "--scale", "0.00005"]
     subprocess.run(args, check=True, capture_output=True)
@@ -38,19 +39,23 @@ def test_generated_data_prepares_with_the_counts_it_was_built_with(tmp_path):
     assert stage2["pairs_in"] == stage2["pairs_out"] == 27  # 532,761 x 0.00005
 
 
-def test_stage1_streamed_in_small_batches_equals_one_batch(tmp_path, monkeypatch):
-    """Reading the hub layout 7 rows at a time gives the same bytes as reading each file whole."""
-    import pipeline.stage1_data as stage1_data
+def test_stage1_streamed_equals_the_in_memory_path(tmp_path, monkeypatch):
+    """Streamed 7 rows at a time, Stage 1 gives the bytes and report of the plain in-memory path
+    (which reads the hub layout through `datasets`)."""
+    import pipeline.stage1_stream as stage1_stream
     from pipeline.outputs import write_table
+    from pipeline.stage1_data import prepare_stage1
 
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "ps"
     subprocess.run([sys.executable, str(REPO / "bench/paper_scale.py"), "--out", str(out), "--scale", "0.00005",
                     "--only", "stage1"], check=True, capture_output=True)
-    cfg = load_config(PrepareConfig, "prepare", str(out / "prepare.toml"), [])
-    whole, report = stage1_data.prepare_stage1(cfg.stage1, 3, None)
-    monkeypatch.setattr(stage1_data, "BATCH_ROWS", 7)
-    streamed, again = stage1_data.prepare_stage1(cfg.stage1, 3, None)
-    write_table(whole, tmp_path / "a.parquet")
+    cfg = load_config(PrepareConfig, "prepare", str(out / "prepare.toml"), []).stage1
+    plain, report = prepare_stage1(cfg, 3, None, stream=False)
+    monkeypatch.setattr(stage1_stream, "BATCH_ROWS", 7)
+    streamed, again = prepare_stage1(cfg, 3, None)
+    write_table(plain, tmp_path / "a.parquet")
     write_table(streamed, tmp_path / "b.parquet")
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes() and report == again
-    assert whole.num_rows > 1000
+    assert plain.num_rows > 1000
