@@ -30,6 +30,8 @@ from pipeline.store import Segment, VectorStore, _storage_dtype
 
 ID_WIDTH = 32  # worklist text ids are 32 lowercase hex chars of blake2b-128 (pipeline/worklist.py)
 EMPTY = np.uint64(2**64 - 1)  # a chunk the shard index marks absent (never written: all fill value)
+HEX_DIGIT = np.full(256, 255, dtype=np.uint8)
+HEX_DIGIT[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
 
 
 def id_keys(ids) -> tuple[np.ndarray, np.ndarray]:
@@ -53,9 +55,8 @@ def id_keys(ids) -> tuple[np.ndarray, np.ndarray]:
         raise MimoError(f"text id {ids[bad].as_py()!r} (row {bad}) is not {ID_WIDTH} characters long") from None
     chars = np.frombuffer(fixed.buffers()[1], dtype=np.uint8, count=len(fixed) * ID_WIDTH,
                           offset=fixed.offset * ID_WIDTH).reshape(-1, ID_WIDTH)
-    digits = chars - np.uint8(48)  # '0'..'9' -> 0..9
-    digits[chars >= 97] -= 39  # 'a'..'f' -> 10..15
-    bad = ((digits > 15) | ((chars > 57) & (chars < 97))).any(axis=1)
+    digits = HEX_DIGIT[chars]  # one table lookup a character: '0'..'9' -> 0..9, 'a'..'f' -> 10..15, else 255
+    bad = (digits > 15).any(axis=1)
     if bad.any():
         row = int(np.nonzero(bad)[0][0])
         raise MimoError(f"text id {ids[row].as_py()!r} (row {row}) is not lowercase hex")
