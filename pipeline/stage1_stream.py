@@ -272,8 +272,9 @@ def prepare_stage1_streamed(cfg: Stage1DataConfig, seed: int, sample_dir: str | 
             "lang": rows.column("lang"),
             "text": rows.column("text"),
             "english": english,
-            "teacher_id": pa.array([text_id("document", cfg.teacher_max_length, e) for e in english.to_pylist()],
-                                   pa.string()),
+            "teacher_id": pa.chunked_array(  # 100,000 at a time: never all the English sides as Python strings
+                [pa.array([text_id("document", cfg.teacher_max_length, e) for e in english.slice(i, 100_000).to_pylist()],
+                          pa.string()) for i in range(0, len(english), 100_000)], pa.string()),
             "source": rows.column("source"),
         },
         schema=STAGE1_SCHEMA,
