@@ -76,8 +76,8 @@ def test_stage2_step_is_identical_with_and_without_prefetch(training_setup, tmp_
     def run(out, prefetch):
         cfg = Stage2Config(prepared=str(training_setup / "prepared"), cache=str(training_setup / "cache.zarr"),
                            out_dir=str(out), init="", student=str(training_setup / "tiny-student"), method="mimo",
-                           batch_size=16, mini_batch_size=8, max_length=32, stop_after=2, progress=False,
-                           prefetch=prefetch)
+                           batch_size=16, mini_batch_size=8, contrastive_group_size=8, max_length=32, stop_after=2,
+                           progress=False, prefetch=prefetch)
         run_stage2(cfg, echo=lambda *_: None)
 
     run(tmp_path / "inline", 0)
