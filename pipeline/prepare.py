@@ -62,8 +62,7 @@ class _Phase:
         self.name, self.echo = name, echo
 
     def __enter__(self):
-        self.start = time.perf_counter()
-        self.echo(f"{self.name} ...")
+        self.start = time.perf_counter()  # said when it ends only: a bad input's error stays the one line
 
     def __exit__(self, *exc):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
