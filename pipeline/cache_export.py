@@ -66,7 +66,7 @@ def run_cache_export(cfg: CacheExportConfig, echo=print) -> dict:
     missing = [c for c in needed if c not in reader.schema_arrow.names]
     if missing:
         raise MimoError(f"{source}: not a {cfg.stage} table (missing column(s) {', '.join(missing)})")
-    targets = TeacherTargets(cfg.cache, in_memory=False)  # per-batch reads: no copy of the cache in RAM
+    targets = TeacherTargets(cfg.cache)  # memory-mapped per-batch reads: no copy of the cache in RAM
     total = reader.metadata.num_rows
     if not total:
         raise MimoError(f"{source}: no rows to export")

@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Iterable, Iterator
-
 import numpy as np
+import pyarrow as pa
 import torch
 
+from pipeline.cache_index import IdIndex, ShardMaps
 from pipeline.errors import MimoError
-from pipeline.store import VectorStore, from_storage, shard_digest
+from pipeline.store import VectorStore, _storage_dtype, from_storage, shard_digest
 
 
 class TeacherTargets:
     """Teacher vectors of a complete store, looked up by worklist text_id.
 
-    `in_memory=True` reads every segment once into RAM in its stored dtype (2 bytes a value for
-    bf16: 6.5M rows x 4096 dims is 53 GB), which makes a training step's lookup a fancy-index;
-    otherwise each request reads the chunks it touches. `batches()` prefetches in a background
-    thread either way.
+    Ids resolve through a sorted id index (pipeline/cache_index.py) to locations, once, up front;
+    a training step then fetches rows by location. A local store is read through memory maps of
+    its shard files: no copy of the targets per process (the page cache is shared by every rank),
+    and a random row costs one memcpy. A store at an fsspec URL (s3://...) is read chunk by chunk
+    through Zarr, which serves `cache` commands and tests, not training at scale.
 
     Integrity (what a damaged store cannot get past): at open, every shard must be done and its
-    files present at the size recorded when written (one listing per segment); `in_memory` loads
-    check every shard's checksum as they read it (one extra pass over bytes already in RAM); every
-    fetched batch is checked for non-finite and all-zero targets (Zarr reads a missing chunk as
-    zeros). A lazy reader does not checksum (it would read whole shards for a few rows): run
-    `mimo cache verify` after copying a store.
+    files present at the size recorded when written (one listing per segment), and every chunk of
+    a mapped shard must be where its index says; every fetched batch is checked for non-finite and
+    all-zero targets (a chunk gone missing reads back as zeros). Checksums are not compared at
+    open by default (that reads the whole store, ~53 GB at paper scale, at every start):
+    `verify=True` (the stages' `verify_cache=true`) does, shard by shard; `mimo cache verify` does
+    it once after a copy.
     """
 
-    def __init__(self, url: str, in_memory: bool = True):
+    def __init__(self, url: str, verify: bool = False):
         self.store = VectorStore(url)
         self.segments = self.store.segments()
         pending = self.store.pending_shards(self.segments)
@@ -40,28 +40,23 @@ class TeacherTargets:
             (shard, *_), why = damaged[0]
             raise MimoError(f"{url}: teacher cache damaged, {len(damaged)} shard(s) with missing or truncated files "
                             f"(first: shard {shard}, {why}); rerun teacher-cache to redo them")
-        self.index: dict[str, tuple[int, int]] = {}
-        for seg in self.segments:
-            for row, tid in enumerate(seg.plan.column("text_id").to_pylist()):
-                self.index[tid] = (seg.index, row)
+        self.index = IdIndex(self.segments, self.store.rows_per_shard)
         self.fingerprint = self.store.meta["fingerprint"]
         self.dim, self.dtype = self.store.dim, self.store.dtype
-        self._memory = [self._load_checked(seg) for seg in self.segments] if in_memory else None
+        self.maps = ShardMaps(self.store, self.segments) if self.store.local else None
+        if verify:
+            for seg in self.segments:
+                self._verify(seg)
 
-    def _load_checked(self, seg) -> np.ndarray:
-        """A whole segment in its stored dtype, shard by shard, each compared with its checksum."""
-        out = None
+    def _verify(self, seg) -> None:
+        """Compare every shard of a segment with the checksum recorded when it was written."""
         for shard, _, start, end in self.store.shards([seg]):
             block = self._read(seg, shard, lambda: self.store.read_segment(seg, "vectors", start, end))
-            if out is None:
-                out = np.empty((seg.rows, self.dim), dtype=block.dtype)
             recorded = (self.store.done_marker(seg, shard) or {}).get("blake2b")
             if block.shape != (end - start, self.dim) or recorded != shard_digest(block):
                 raise MimoError(f"{self.store.url}: {seg.name} shard {shard} (rows {start}-{end - 1}) differs from "
                                 "the checksum recorded when it was written; rerun teacher-cache with verify=true "
                                 "to redo it")
-            out[start:end] = block
-        return out if out is not None else np.empty((0, self.dim), dtype=np.float32)
 
     def _read(self, seg, shard, read):
         try:
@@ -77,64 +72,63 @@ class TeacherTargets:
     def __len__(self) -> int:
         return len(self.index)
 
-    def missing(self, ids: Iterable[str]) -> list[str]:
-        return [i for i in ids if i not in self.index]
+    def lookup(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """(locations, found) for text ids (an Arrow string column or a list); -1 where not found."""
+        return self.index.lookup(ids)
 
-    def locate(self, ids: Iterable[str]) -> np.ndarray:
-        """(n, 2) array of (segment, row) for the ids; resolve once, then fetch by location."""
-        try:
-            return np.array([self.index[i] for i in ids], dtype=np.int64).reshape(-1, 2)
-        except KeyError as err:
-            raise MimoError(f"{self.store.url}: no teacher vector for text id {err.args[0]}") from None
+    def missing(self, ids) -> list[str]:
+        ids = list(ids)
+        _, found = self.lookup(ids)
+        return [i for i, f in zip(ids, found) if not f]
+
+    def locate(self, ids) -> np.ndarray:
+        """(n,) int64 locations of the ids; resolve once, then fetch by location."""
+        where, found = self.lookup(ids)
+        if not found.all():
+            first = int(np.nonzero(~found)[0][0])
+            name = ids[first].as_py() if isinstance(ids, pa.Array | pa.ChunkedArray) else list(ids)[first]
+            raise MimoError(f"{self.store.url}: no teacher vector for text id {name}")
+        return where
+
+    def fetch_stored(self, where: np.ndarray) -> torch.Tensor:
+        """(n, dim) targets in the stored dtype (bf16, fp16 or fp32) for locations, in the given order.
+
+        The training stages move these to the device and widen them there: half the bytes over
+        PCIe, and no conversion on the CPU, which tokenizes meanwhile.
+        """
+        where = np.asarray(where, dtype=np.int64)
+        if self.maps is not None:
+            stored = self.maps.gather(where)
+        else:
+            stored = np.empty((len(where), self.dim), dtype=_storage_dtype(self.dtype))
+            shard = where // self.store.rows_per_shard
+            for seg in self.segments:
+                pick = np.nonzero((shard >= seg.first_shard)
+                                  & (shard < seg.first_shard + -(-seg.rows // self.store.rows_per_shard)))[0]
+                if len(pick):
+                    rows = where[pick] - seg.first_shard * self.store.rows_per_shard
+                    unique, inverse = np.unique(rows, return_inverse=True)  # sorted rows: sequential block reads
+                    stored[pick] = self._read(seg, None, lambda: self.store.read_rows(seg, unique))[inverse]
+        tensor = torch.from_numpy(stored)
+        return tensor.view(torch.bfloat16) if self.dtype == "bfloat16" else tensor
 
     def fetch(self, where: np.ndarray) -> torch.Tensor:
-        """float32 (n, dim) targets for (segment, row) locations, in the given order."""
-        out = np.empty((len(where), self.dim), dtype=np.float32)
-        for seg_index in np.unique(where[:, 0]):
-            pick = np.nonzero(where[:, 0] == seg_index)[0]
-            rows = where[pick, 1]
-            if self._memory is not None:
-                stored = self._memory[seg_index][rows]
-            else:
-                unique, inverse = np.unique(rows, return_inverse=True)  # sorted rows: sequential block reads
-                seg = self.segments[seg_index]
-                stored = self._read(seg, None, lambda: self.store.read_rows(seg, unique))[inverse]
-            out[pick] = from_storage(stored, self.dtype)
+        """float32 (n, dim) targets for locations, in the given order."""
+        out = self.fetch_stored(where).float()
         # never train on a target that is not a vector: NaN/inf, or all zeros (a chunk gone missing
-        # reads back as Zarr's fill value); ~10 ms for 2048 x 4096, small beside a step
-        bad = ~np.isfinite(out).all(axis=1) | ~out.any(axis=1)
+        # reads back as the fill value); ~10 ms for 2048 x 4096, small beside a step
+        bad = ~torch.isfinite(out).all(dim=1) | ~out.any(dim=1)
         if bad.any():
-            i = int(np.argmax(bad))
-            seg_index, row = int(where[i, 0]), int(where[i, 1])
-            raise MimoError(f"{self.store.url}: the teacher vector of {self.segments[seg_index].name} row {row} is "
-                            f"{'all zero' if np.isfinite(out[i]).all() else 'not finite'} ({int(bad.sum())} such "
+            i = int(torch.argmax(bad.to(torch.uint8)))
+            loc, per = int(np.asarray(where)[i]), self.store.rows_per_shard
+            seg = max((g for g in self.segments if g.first_shard * per <= loc), key=lambda g: g.first_shard)
+            raise MimoError(f"{self.store.url}: the teacher vector of {seg.name} row {loc - seg.first_shard * per} is "
+                            f"{'all zero' if torch.isfinite(out[i]).all() else 'not finite'} ({int(bad.sum())} such "
                             "target(s) in this batch); run `mimo cache verify` and rerun teacher-cache with verify=true")
-        return torch.from_numpy(out)
+        return out
 
-    def get(self, ids: Iterable[str]) -> torch.Tensor:
+    def get(self, ids) -> torch.Tensor:
         return self.fetch(self.locate(list(ids)))
-
-    def batches(self, locations: Iterable[np.ndarray], prefetch: int = 4) -> Iterator[torch.Tensor]:
-        """Targets for a sequence of batches, read `prefetch` batches ahead in a background thread."""
-        q: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
-        done = object()
-
-        def worker():
-            try:
-                for where in locations:
-                    q.put(self.fetch(where))
-                q.put(done)
-            except BaseException as err:  # surface reader errors in the consumer
-                q.put(err)
-
-        threading.Thread(target=worker, daemon=True).start()
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
 
 
 def cache_info(url: str) -> dict:

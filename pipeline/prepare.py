@@ -12,17 +12,22 @@ Output directory layout (every table has an explicit schema; same inputs and see
 from __future__ import annotations
 
 import json
+import resource
+import time
 from collections import Counter
 from itertools import permutations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+
 from pipeline.config import write_resolved_config
 from pipeline.errors import MimoError
 from pipeline.outputs import staged_output_dir, write_table
-from pipeline.stage1_data import FILTERS, Stage1DataConfig, prepare_stage1, stage1_worklist_entries
+from pipeline.stage1_data import FILTERS, Stage1DataConfig, prepare_stage1
 from pipeline.stage2_data import Stage2DataConfig, prepare_stage2, stage2_worklist_entries
-from pipeline.worklist import build_worklist
+from pipeline.worklist import build_worklist, worklist_from_tables
 
 STAGES = ("stage1", "stage2")
 
@@ -50,31 +55,57 @@ def _dump(obj, path: Path) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
 
 
+class _Phase:
+    """Wall time and peak RSS of one phase, said when it ends (paper-scale runs take a while)."""
+
+    def __init__(self, name: str, echo):
+        self.name, self.echo = name, echo
+
+    def __enter__(self):
+        self.start = time.perf_counter()  # said when it ends only: a bad input's error stays the one line
+
+    def __exit__(self, *exc):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        if exc[0] is None:
+            self.echo(f"{self.name}: {time.perf_counter() - self.start:.1f} s (peak RSS so far {peak:.2f} GB)")
+
+
 def run_prepare(cfg: PrepareConfig, echo=print) -> Path:
     """Run preparation and write its outputs atomically into cfg.out_dir; return that directory."""
-    entries = []
+    parts = []  # (text_id, role, max_length, text) tables: the teacher's worklist
     with staged_output_dir(cfg.out_dir, "prepare") as out:
         if "stage1" in cfg.stages:
-            pairs, report = prepare_stage1(cfg.stage1, cfg.seed, cfg.sample_dir)
-            (out / "stage1").mkdir()
-            write_table(pairs, out / "stage1" / "pairs.parquet")
-            _dump(report, out / "stage1" / "report.json")
-            entries.extend(stage1_worklist_entries(pairs, cfg.stage1))
+            with _Phase("stage 1: read, filter, draft", echo):
+                pairs, report = prepare_stage1(cfg.stage1, cfg.seed, cfg.sample_dir)
+                (out / "stage1").mkdir()
+                write_table(pairs, out / "stage1" / "pairs.parquet")
+                _dump(report, out / "stage1" / "report.json")
+            # Stage 1 has no prompt (App. C): every English side is a document at the Stage-1 length
+            parts.append(pa.table({"text_id": pairs.column("teacher_id"),
+                                   "role": pa.array(["document"] * pairs.num_rows, pa.string()),
+                                   "max_length": pa.array(np.full(pairs.num_rows, cfg.stage1.teacher_max_length,
+                                                                  np.int32)),
+                                   "text": pairs.column("english")}))
             echo(_stage1_summary(report))
+            del pairs
         if "stage2" in cfg.stages:
-            tables, report = prepare_stage2(cfg.stage2, cfg.seed, cfg.sample_dir)
-            (out / "stage2").mkdir()
-            for name, table in tables.items():
-                write_table(table, out / "stage2" / f"{name}.parquet")
-            english = report.pop("english")
-            _dump(report, out / "stage2" / "report.json")
-            entries.extend(stage2_worklist_entries(english, cfg.stage2))
+            with _Phase("stage 2: read, compose", echo):
+                tables, report = prepare_stage2(cfg.stage2, cfg.seed, cfg.sample_dir)
+                (out / "stage2").mkdir()
+                for name, table in tables.items():
+                    write_table(table, out / "stage2" / f"{name}.parquet")
+                english = report.pop("english")
+                _dump(report, out / "stage2" / "report.json")
+            parts.append(build_worklist(stage2_worklist_entries(english, cfg.stage2)))
             echo(_stage2_summary(report, tables, cfg.stage2.languages))
-        worklist = build_worklist(entries)
-        write_table(worklist, out / "teacher_worklist.parquet")
+            del tables, english
+        with _Phase("teacher worklist", echo):
+            worklist = worklist_from_tables(parts)
+            write_table(worklist, out / "teacher_worklist.parquet")
         write_resolved_config(cfg, out, "prepare")
-        roles = Counter(zip(worklist.column("role").to_pylist(), worklist.column("max_length").to_pylist()))
-        echo("teacher worklist: " + ", ".join(f"{n} {role} texts at {length} tokens" for (role, length), n in sorted(roles.items())))
+        roles = worklist.group_by(["role", "max_length"]).aggregate([("text_id", "count")]).to_pylist()
+        roles = sorted((r["role"], r["max_length"], r["text_id_count"]) for r in roles)
+        echo("teacher worklist: " + ", ".join(f"{n} {role} texts at {length} tokens" for role, length, n in roles))
     out_dir = Path(cfg.out_dir)
     echo(f"wrote {cfg.out_dir}/: " + ", ".join(sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())))
     return Path(cfg.out_dir)

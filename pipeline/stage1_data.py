@@ -181,28 +181,33 @@ def _english_key(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
 
 
-def draft(candidates: dict[str, Candidates], cap: int, dedup: bool, seed: int) -> tuple[dict[str, list[int]], dict[str, int]]:
+def draft(candidates: dict[str, Candidates | np.ndarray], cap: int, dedup: bool,
+          seed: int) -> tuple[dict[str, list[int]], dict[str, int]]:
     """Pick up to `cap` pairs per language; with `dedup`, every English side is used at most once.
 
-    Returns the chosen candidate indices per language and the count of candidates skipped as
-    duplicates. Languages draw in turn (fixed order), each in its own seeded random order.
+    `candidates`: per language, its candidates or the 64-bit keys of their English sides
+    (`_english_key`, as the streamed path keeps them). Returns the chosen candidate indices per
+    language and the count of candidates skipped as duplicates. Languages draw in turn (fixed
+    order), each in its own seeded random order.
     """
+    keys = {lang: c if isinstance(c, np.ndarray) else np.array(
+        [int.from_bytes(_english_key(t), "little") for t in c.english], dtype=np.uint64) for lang, c in candidates.items()}
     rng = np.random.default_rng(seed)
-    order = {lang: rng.permutation(len(c.english)) for lang, c in candidates.items()}
-    pos = dict.fromkeys(candidates, 0)
-    chosen: dict[str, list[int]] = {lang: [] for lang in candidates}
-    duplicates = dict.fromkeys(candidates, 0)
-    taken: set[bytes] = set()
-    active = [lang for lang in candidates if len(order[lang])]
+    order = {lang: rng.permutation(len(k)) for lang, k in keys.items()}
+    pos = dict.fromkeys(keys, 0)
+    chosen: dict[str, list[int]] = {lang: [] for lang in keys}
+    duplicates = dict.fromkeys(keys, 0)
+    taken: set[int] = set()
+    active = [lang for lang in keys if len(order[lang])]
     while active:
         still = []
         for lang in active:
-            perm, english = order[lang], candidates[lang].english
+            perm, lang_keys = order[lang], keys[lang]
             while pos[lang] < len(perm):
                 idx = int(perm[pos[lang]])
                 pos[lang] += 1
                 if dedup:
-                    key = _english_key(english[idx])
+                    key = int(lang_keys[idx])
                     if key in taken:
                         duplicates[lang] += 1
                         continue
@@ -225,8 +230,17 @@ def _corpus_ranks(cfg: Stage1DataConfig, raw) -> dict[str, int]:
     return {}  # sample: one corpus; hub-legacy: given by its reader
 
 
-def prepare_stage1(cfg: Stage1DataConfig, seed: int, sample_dir: str | Path) -> tuple[pa.Table, dict]:
-    """Build the Stage-1 pair table (training order) and the per-language filter report."""
+def prepare_stage1(cfg: Stage1DataConfig, seed: int, sample_dir: str | Path,
+                   stream: bool = True) -> tuple[pa.Table, dict]:
+    """Build the Stage-1 pair table (training order) and the per-language filter report.
+
+    `dedup = "fair"` runs streamed (pipeline/stage1_stream.py: bounded memory at any corpus size)
+    unless `stream` is False: the plain in-memory path below, which the streamed one equals.
+    """
+    if stream and cfg.dedup == "fair" and cfg.source != "hub-legacy":
+        from pipeline.stage1_stream import prepare_stage1_streamed
+
+        return prepare_stage1_streamed(cfg, seed, sample_dir)
     raw: dict[str, list[tuple[str, dict[str, list]]]] = {}
     non_english = [lang for lang in cfg.languages if lang != "en"]
     extra: dict = {}  # hub-legacy: malformed lines per language and the files read
@@ -317,9 +331,3 @@ def _draft_rows(cfg: Stage1DataConfig, raw, non_english, candidates, counts, see
         # source order within a language; shuffled by the caller
         rows += [(lang, c.other[idx], c.english[idx], c.source[idx]) for idx in sorted(chosen[lang])]
     return rows
-
-
-def stage1_worklist_entries(table: pa.Table, cfg: Stage1DataConfig):
-    """Stage 1 has no prompt (App. C): every English side is a document at the Stage-1 length."""
-    for english in table.column("english").to_pylist():
-        yield "document", cfg.teacher_max_length, english

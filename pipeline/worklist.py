@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 ROLES = ("query", "document")
 
@@ -48,6 +49,18 @@ def build_worklist(entries: Iterable[tuple[str, int, str]]) -> pa.Table:
         },
         schema=WORKLIST_SCHEMA,
     )
+
+
+def worklist_from_tables(parts: Iterable[pa.Table]) -> pa.Table:
+    """The worklist of tables that already carry text_id, role, max_length and text: the same table
+    `build_worklist` gives for their entries, built with Arrow (sort by id, drop repeats)."""
+    table = pa.concat_tables([t.select(WORKLIST_SCHEMA.names).cast(WORKLIST_SCHEMA) for t in parts]).combine_chunks()
+    table = table.take(pc.sort_indices(table, [("text_id", "ascending")]))
+    ids = table.column("text_id")
+    if table.num_rows > 1:  # an id hashes role, length and text: rows with the same id are the same row
+        first = pc.not_equal(ids.slice(1), ids.slice(0, table.num_rows - 1))
+        table = table.filter(pa.concat_arrays([pa.array([True]), first.combine_chunks()]))
+    return table.combine_chunks()
 
 
 def merge_worklists(tables: Iterable[pa.Table]) -> pa.Table:

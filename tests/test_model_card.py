@@ -33,7 +33,7 @@ def trained(training_setup, tmp_path_factory):
     common = dict(prepared=str(training_setup / "prepared"), cache=str(training_setup / "cache.zarr"), max_length=32,
                   progress=False, checkpoint_every=1000)
     run_stage1(Stage1Config(out_dir=str(root / "stage1"), student=str(student), batch_size=256, **common), **QUIET)
-    run_stage2(Stage2Config(out_dir=str(root / "stage2"), init=str(root / "stage1"), batch_size=64, mini_batch_size=32,
+    run_stage2(Stage2Config(out_dir=str(root / "stage2"), init=str(root / "stage1"), batch_size=64, mini_batch_size=32, contrastive_group_size=0,
                             lam=0.3, **common), **QUIET)
     return root
 

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from pipeline.cache_read import TeacherTargets, cache_verify
 from pipeline.cli import app
 from pipeline.errors import MimoError
-from pipeline.store import VectorStore
+from pipeline.store import VectorStore, from_storage
 from pipeline.teacher import TeacherConfig
 from pipeline.teacher_cache import TeacherCacheConfig, run_teacher_cache
 from pipeline.worklist import build_worklist, text_id
@@ -181,21 +182,27 @@ def test_verify_catches_a_corrupted_shard(tmp_path):
         TeacherTargets(url)
 
 
-def test_targets_lazy_and_prefetched_equal_in_memory(tmp_path):
+def test_targets_memory_mapped_equal_zarr_reads(tmp_path):
+    """The memory-mapped reader returns exactly what Zarr reads from the same store, in any order."""
     texts = varied_texts(50)
     wl = write_worklist(tmp_path / "wl.parquet", texts)
     run_teacher_cache(config(tmp_path, [wl]), echo=lambda *_: None)
     url = str(tmp_path / "cache.zarr")
+    targets = TeacherTargets(url)
     ids = [text_id("document", 256, t) for t in texts][::-1]
-    memory, lazy = TeacherTargets(url), TeacherTargets(url, in_memory=False)
-    assert np.array_equal(memory.get(ids).numpy(), lazy.get(ids).numpy())
-    where = memory.locate(ids)
-    batches = [where[i:i + 7] for i in range(0, 50, 7)]
-    streamed = np.concatenate([b.numpy() for b in lazy.batches(batches, prefetch=2)])
-    assert np.array_equal(streamed, memory.get(ids).numpy())
-    assert memory.missing(ids + ["f" * 32]) == ["f" * 32]
+    where = targets.locate(ids)
+    store = VectorStore(url)
+    (seg,) = store.segments()
+    plan_ids = seg.plan.column("text_id").to_pylist()
+    zarr_rows = store.read_segment(seg)[[plan_ids.index(i) for i in ids]]
+    assert np.array_equal(targets.fetch_stored(where).view(torch.int16).numpy().view(np.uint16), zarr_rows)
+    assert np.array_equal(targets.fetch(where).numpy(), from_storage(zarr_rows, "bfloat16"))
+    assert np.array_equal(targets.get(ids[:3]).numpy(), targets.fetch(where[:3]).numpy())
+    assert targets.missing(ids + ["f" * 32]) == ["f" * 32]
     with pytest.raises(MimoError, match="no teacher vector for text id"):
-        memory.get(["0" * 32])
+        targets.get(["0" * 32])
+    with pytest.raises(MimoError, match="is not 32 characters long"):
+        targets.get(["abc"])
 
 
 # ---- bad input -------------------------------------------------------------------------------

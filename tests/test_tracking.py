@@ -54,7 +54,7 @@ def test_stage1_tensorboard_holds_the_metrics_jsonl_terms_across_a_resume(traini
 def test_sweep_runs_each_get_their_own_tensorboard_series(training_setup, tmp_path):
     pytest.importorskip("tensorboard")
     stage2 = Stage2Config(prepared=str(training_setup / "prepared"), cache=str(training_setup / "cache.zarr"),
-                          init="", student=str(training_setup / "tiny-student"), batch_size=16, mini_batch_size=8,
+                          init="", student=str(training_setup / "tiny-student"), batch_size=16, mini_batch_size=8, contrastive_group_size=0,
                           max_length=32, progress=False, stop_after=1, report_to="tensorboard")
     run_sweep(SweepConfig(out_dir=str(tmp_path / "sweep"), lambdas=(0.0, 1.0), stage2=stage2), **QUIET)
     for lam in ("0", "1"):

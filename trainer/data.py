@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.cache_read import TeacherTargets
@@ -36,17 +37,18 @@ def read_stage_table(path: str | Path, stage: str) -> pa.Table:
 
 
 def resolve_targets(table: pa.Table, targets: TeacherTargets, stage: str) -> dict[str, np.ndarray]:
-    """Cache locations (n, 2) per target column; refuses when any target is not in the cache."""
+    """Cache locations (n,) per target column; refuses when any target is not in the cache."""
     out = {}
     for column in TARGET_COLUMNS[stage]:
-        ids = table.column(column).to_pylist()
-        missing = targets.missing(ids)
-        if missing:
-            unique = len(set(missing))
+        ids = table.column(column)
+        where, found = targets.lookup(ids)
+        if not found.all():
+            missing = ids.filter(pa.array(~found))
             raise MimoError(
-                f"{stage}: the teacher cache {targets.store.url} lacks {unique} of the {len(set(ids))} texts "
-                f"the data needs ({column}, e.g. {missing[0]}); run teacher-cache on this data's worklist")
-        out[column] = targets.locate(ids)
+                f"{stage}: the teacher cache {targets.store.url} lacks {pc.count_distinct(missing).as_py()} of the "
+                f"{pc.count_distinct(ids).as_py()} texts the data needs ({column}, e.g. {missing[0].as_py()}); "
+                "run teacher-cache on this data's worklist")
+        out[column] = where
     return out
 
 

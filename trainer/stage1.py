@@ -46,7 +46,8 @@ class Stage1Config:
     seed: int = 42
     checkpoint_every: int = 500
     stop_after: int = 0  # stop (with a checkpoint) after this many steps of this run, e.g. a job's time slot
-    cache_in_memory: bool = True  # False at paper scale: block reads with prefetch instead of ~50 GB of RAM
+    prefetch: int = 2  # batches tokenized and read from the cache ahead, in a background thread (0: inline)
+    verify_cache: bool = False  # compare every shard with its checksum at open (reads the whole store)
     progress: bool = True
     keep_checkpoint: bool = False  # keep checkpoint.pt after the run finishes (it is deleted by default)
     resume_anyway: bool = False  # resume a checkpoint made under other settings (refused by default)
@@ -61,12 +62,14 @@ class Stage1Config:
             raise MimoError("warmup_ratio must be in [0, 1) and lr positive")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise MimoError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+        if self.prefetch < 0:
+            raise MimoError(f"prefetch must be 0 or more, not {self.prefetch}")
 
 
 def run_stage1(cfg: Stage1Config, echo=print) -> dict:
     out = Path(cfg.out_dir)
     table = read_stage_table(Path(cfg.prepared) / "stage1" / "pairs.parquet", "stage1")
-    targets = TeacherTargets(cfg.cache, in_memory=cfg.cache_in_memory)
+    targets = TeacherTargets(cfg.cache, verify=cfg.verify_cache)
     where = resolve_targets(table, targets, "stage1")["teacher_id"]  # refuses before the first step
     texts = table.column("text").to_pylist()
 
@@ -86,18 +89,22 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
     open_run_dir(cfg, "stage1", [Path(cfg.prepared) / "stage1" / "pairs.parquet"], targets.fingerprint,
                  write=rank == 0, echo=echo)
 
-    def step_fn(rows):
+    def prepare(rows):  # no model: runs ahead in the loop's prefetch thread
         rows = distributed.local_rows(rows, rank, size)
         batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=cfg.max_length,
-                          return_tensors="pt").to(device)
-        teacher = targets.fetch(where[rows]).to(device)
+                          return_tensors="pt")
+        return batch, targets.fetch_stored(where[rows])
+
+    def step_fn(prepared):
+        batch, teacher = prepared
+        batch, teacher = batch.to(device), teacher.to(device).float()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             _, projected = model(batch["input_ids"], batch["attention_mask"])
         loss = distill_loss(projected.float(), teacher)
         loss.backward()
         return {"loss": loss.detach()}
 
-    result = train_loop(cfg, "stage 1", len(texts), student, step_fn, echo, write=rank == 0)
+    result = train_loop(cfg, "stage 1", len(texts), student, step_fn, echo, write=rank == 0, prepare=prepare)
     if result["finished"] and rank == 0:
         export_sentence_transformer(student.cpu(), tokenizer, out / "model", cfg.max_length)
         finish_run_dir(cfg)

@@ -68,7 +68,8 @@ class Stage2Config:
     seed: int = 42
     checkpoint_every: int = 50
     stop_after: int = 0
-    cache_in_memory: bool = True
+    prefetch: int = 2  # batches tokenized and read from the cache ahead, in a background thread (0: inline)
+    verify_cache: bool = False  # compare every shard with its checksum at open (reads the whole store)
     progress: bool = True
     keep_checkpoint: bool = False  # keep checkpoint.pt after the run finishes (it is deleted by default)
     resume_anyway: bool = False  # resume a checkpoint made under other settings (refused by default)
@@ -93,6 +94,8 @@ class Stage2Config:
             raise MimoError(f"lakda_form must be release or paper, not {self.lakda_form!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise MimoError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+        if self.prefetch < 0:
+            raise MimoError(f"prefetch must be 0 or more, not {self.prefetch}")
 
 
 def load_initial_student(cfg: Stage2Config, targets: TeacherTargets):
@@ -120,7 +123,7 @@ def load_initial_student(cfg: Stage2Config, targets: TeacherTargets):
 def run_stage2(cfg: Stage2Config, echo=print) -> dict:
     out = Path(cfg.out_dir)
     table = read_stage_table(Path(cfg.prepared) / "stage2" / f"{METHODS[cfg.method]}.parquet", "stage2")
-    targets = TeacherTargets(cfg.cache, in_memory=cfg.cache_in_memory)
+    targets = TeacherTargets(cfg.cache, verify=cfg.verify_cache)
     where = resolve_targets(table, targets, "stage2") if cfg.method == "mimo" else None  # refuses up front
     queries, passages = table.column("q_text").to_pylist(), table.column("p_text").to_pylist()
     second = table.column("q2_text").to_pylist() if cfg.method == "lakda" else None
@@ -148,21 +151,28 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
 
     def tokens(texts):
         batch = tokenizer(texts, padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
-        return batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        return batch["input_ids"], batch["attention_mask"]
 
-    def step_fn(rows):
+    def prepare(rows):  # no model: runs ahead in the loop's prefetch thread
         rows = distributed.local_rows(rows, rank, size)
         inputs = [tokens([queries[i] for i in rows]), tokens([passages[i] for i in rows])]
-        per_row = ()  # row-aligned tensors the loss reads besides the representations (teacher targets)
+        if cfg.method == "lakda":
+            inputs.insert(1, tokens([second[i] for i in rows]))
+        fetched = tuple(targets.fetch_stored(where[c][rows]) for c in ("q_teacher_id", "p_teacher_id")) \
+            if cfg.method == "mimo" else ()
+        return inputs, fetched
+
+    def step_fn(prepared):
+        inputs, fetched = prepared
+        inputs = [tuple(t.to(device) for t in pair) for pair in inputs]
+        # row-aligned tensors the loss reads besides the representations (teacher targets, widened on the device)
+        per_row = tuple(t.to(device).float() for t in fetched)
         if cfg.method == "mimo":
-            per_row = (targets.fetch(where["q_teacher_id"][rows]).to(device),
-                       targets.fetch(where["p_teacher_id"][rows]).to(device))
 
             def loss_fn(q, p, tq, tp):
                 return stage2_loss(q[0], p[0], q[1], p[1], tq, tp, lam=cfg.lam, scale=cfg.scale,
                                    distill_reduction=cfg.distill_reduction)
         elif cfg.method == "lakda":
-            inputs.insert(1, tokens([second[i] for i in rows]))
 
             def loss_fn(q1, q2, p):
                 return {"loss": lakda_loss(q1[0], q2[0], p[0], scale=cfg.scale, alpha=cfg.alpha, form=cfg.lakda_form)}
@@ -182,7 +192,7 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
         return {k: distributed.mean_over_ranks(v) for k, v in {"loss": loss, **terms}.items()}
 
     result = train_loop(cfg, f"stage 2 ({cfg.method})", len(queries), student, step_fn, echo,
-                        write=rank == 0)
+                        write=rank == 0, prepare=prepare)
     if result["finished"] and rank == 0:
         export_sentence_transformer(student.cpu(), tokenizer, out / "model", cfg.max_length)
         finish_run_dir(cfg)

@@ -1,0 +1,264 @@
+"""Teacher-target loading at paper scale: the trainer's memory-mapped reader against its peers, one run.
+
+    nice .venv/bin/python bench/bench_targets.py --rows 1000000          # 1M x 4096 bf16 (8 GB store)
+    .venv/bin/python bench/bench_targets.py --rows 20000 --procs 2       # smoke run (~1 min)
+
+1. A store of `--rows` random unit vectors (`--dim`, bf16) is written directly (pipeline.store:
+   plan, arrays, shards with markers and checksums, as teacher-cache writes them; no teacher),
+   under `--dir`, and kept there: a rerun with the same size reuses it.
+2. Open + resolve: `TeacherTargets(url)` (store, markers, id index, shard maps), then resolving
+   all of its ids in a shuffled Arrow column; and, in a fresh subprocess, the id index alone at
+   `--resolve-ids` ids (6.5M: the paper's worklist) built from synthetic ids, with one lookup of
+   all of them: seconds and peak RSS.
+3. Warm random batches (`--batches` per size, sizes 128 and 2048): after one sequential read of
+   every shard file, rows/s of
+     mapped bf16   TeacherTargets.fetch_stored (what the stages call; widened to fp32 on the GPU)
+     mapped fp32   TeacherTargets.fetch (with the bf16 -> fp32 widening on the CPU)
+     np.take       np.take of the same row numbers on an in-memory uint16 array of the first
+                   `--memory-rows` rows (a full in-memory copy of 8 GB would not fit beside the
+                   page cache), widened to fp32 as `fetch` does
+     old reader    Zarr orthogonal selection per segment (the reader before this change; it
+                   remains the path for stores at fsspec URLs), `--old-batches` batches
+4. Cold: the page cache of every shard file dropped with posix_fadvise(DONTNEED) (no root
+   needed; whatever the hypervisor caches below this VM is not dropped), then random batches.
+5. `--procs` processes at once, each opening the store and reading random batches of 128 for
+   `--seconds`: rows/s per process, and each one's RSS split into private and shared memory
+   (/proc/self/smaps_rollup): the targets are in the shared page cache, not in any process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench import cpu_model  # noqa: E402
+
+
+def write_store(url: str, rows: int, dim: int, rows_per_shard: int, rows_per_chunk: int, seed: int = 0) -> float:
+    """A complete bf16 store of `rows` unit vectors (ids: text ids of "synthetic <i>"), written directly."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.store import PLAN_SCHEMA, VectorStore
+    from pipeline.worklist import text_id
+
+    started = time.perf_counter()
+    store = VectorStore(url, fingerprint={"model": "synthetic", "normalize": True}, dim=dim, dtype="bfloat16",
+                        rows_per_shard=rows_per_shard, rows_per_chunk=rows_per_chunk, create=True)
+    texts = [f"synthetic {i}" for i in range(rows)]
+    plan = pa.table({"text_id": [text_id("document", 256, t) for t in texts], "role": ["document"] * rows,
+                     "max_length": pa.array(np.full(rows, 256, np.int32)), "text": texts}, schema=PLAN_SCHEMA)
+    store._create_arrays(0, rows)
+    with open(store._path("seg-00000.plan.parquet"), "wb") as fh:
+        pq.write_table(plan, fh, compression="zstd", write_statistics=False)
+    del plan, texts
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((rows_per_shard, dim), dtype=np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    (seg,) = store.segments()
+    for shard, seg, start, end in store.shards([seg]):
+        vectors = np.roll(base, shard, axis=0)[: end - start]  # distinct rows per shard, no new random draws
+        store.write_shard(seg, shard, start, end, vectors, np.full(end - start, 16, np.int32), 0)
+        print(f"\rwrote shard {shard + 1} of {-(-rows // rows_per_shard)}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return time.perf_counter() - started
+
+
+def memory() -> dict:
+    """This process's RSS split (MiB): private, shared (page cache of mapped files counts here), peak."""
+    fields = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+        key, value = line.split(":")
+        fields[key] = int(value.split()[0]) / 1024
+    return {"rss": fields["Rss"], "private": fields["Private_Clean"] + fields["Private_Dirty"],
+            "shared": fields["Shared_Clean"] + fields["Shared_Dirty"], "pss": fields["Pss"],
+            "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def rate(fn, batches) -> float:
+    start, n = time.perf_counter(), 0
+    for where in batches:
+        n += len(fn(where))
+    return n / (time.perf_counter() - start)
+
+
+def drop_page_cache(root: Path) -> None:
+    for path in root.glob("seg-*/vectors/c/*/0"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def warm_page_cache(root: Path) -> None:
+    for path in sorted(root.glob("seg-*/vectors/c/*/0")):
+        with open(path, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+
+
+def worker(url: str, seconds: float, batch: int, seed: int) -> None:
+    """One of the concurrent processes: open, resolve nothing, read random batches for `seconds`."""
+    from pipeline.cache_read import TeacherTargets
+
+    targets = TeacherTargets(url)
+    where = targets.index.where
+    rng = np.random.default_rng(seed)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        n += len(targets.fetch_stored(where[rng.integers(0, len(where), batch)]))
+    print(json.dumps({"rows_per_s": n / (time.perf_counter() - start), **memory()}))
+
+
+def index_only(n: int) -> None:
+    """The id index alone at n synthetic ids: build and one lookup of all of them (fresh process)."""
+    import pyarrow as pa
+
+    from pipeline.cache_index import IdIndex
+    from pipeline.store import Segment
+
+    digest = np.frombuffer(hashlib.shake_128(b"ids").digest(16 * n), dtype=np.uint8).reshape(n, 16)
+    hexed = np.array(list("0123456789abcdef"), dtype="S1").view(np.uint8)[np.stack([digest >> 4, digest & 15], -1)]
+    ids = pa.array(hexed.reshape(n, 32).view("S32").ravel().astype(object), type=pa.string())
+    del digest, hexed
+    before = memory()
+    start = time.perf_counter()
+    index = IdIndex([Segment(0, 0, pa.table({"text_id": ids}))], 4096)
+    built = time.perf_counter() - start
+    shuffled = ids.take(pa.array(np.random.default_rng(0).permutation(n)))
+    start = time.perf_counter()
+    where, found = index.lookup(shuffled)
+    looked = time.perf_counter() - start
+    assert found.all()
+    print(json.dumps({"ids": n, "build_s": built, "lookup_s": looked, "rss_before": before["rss"], **memory()}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=4096)
+    ap.add_argument("--rows-per-shard", type=int, default=4096)
+    ap.add_argument("--rows-per-chunk", type=int, default=64)
+    ap.add_argument("--dir", default=str(REPO / "work/bench_targets"))
+    ap.add_argument("--batches", type=int, default=200, help="random batches per size and contender (warm)")
+    ap.add_argument("--old-batches", type=int, default=10, help="random batches per size for the old reader")
+    ap.add_argument("--cold-batches", type=int, default=50)
+    ap.add_argument("--memory-rows", type=int, default=131072)
+    ap.add_argument("--procs", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--resolve-ids", type=int, default=6_500_000)
+    ap.add_argument("--worker", nargs=3, metavar=("URL", "SECONDS", "SEED"), help=argparse.SUPPRESS)
+    ap.add_argument("--index-only", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args.worker[0], float(args.worker[1]), 128, int(args.worker[2]))
+    if args.index_only:
+        return index_only(args.index_only)
+
+    import pyarrow as pa
+    import torch
+
+    from pipeline.cache_read import TeacherTargets
+    from pipeline.store import VectorStore, from_storage
+
+    torch.set_num_threads(1)  # one process, one core: the figures are per process
+    root = Path(args.dir) / f"store-{args.rows}x{args.dim}.zarr"
+    url = str(root)
+    command = "nice .venv/bin/python " + " ".join(["bench/bench_targets.py", *sys.argv[1:]])
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
+    print(f"command: {command}")
+    if not VectorStore.exists(url):
+        print(f"store written in {write_store(url, args.rows, args.dim, args.rows_per_shard, args.rows_per_chunk):.0f} s")
+    size = sum(p.stat().st_size for p in root.glob("seg-*/vectors/c/*/0"))
+    print(f"store: {args.rows:,} rows x {args.dim} bf16, {size / 2**30:.2f} GiB of shard files, "
+          f"{args.rows_per_shard} rows a shard, {args.rows_per_chunk} a chunk")
+
+    start = time.perf_counter()
+    targets = TeacherTargets(url)
+    opened = time.perf_counter() - start
+    (seg,) = targets.segments
+    ids = seg.plan.column("text_id").take(pa.array(np.random.default_rng(0).permutation(seg.rows)))
+    start = time.perf_counter()
+    where = targets.locate(ids)
+    resolved = time.perf_counter() - start
+    del ids
+    mem = memory()
+    print(f"open: {opened:.2f} s; resolve {len(where):,} ids: {resolved:.2f} s; RSS {mem['rss']:.0f} MiB "
+          f"(peak {mem['peak']:.0f})")
+    out = subprocess.run([sys.executable, __file__, "--index-only", str(args.resolve_ids)], capture_output=True,
+                         text=True, check=True)
+    idx = json.loads(out.stdout)
+    print(f"id index alone at {idx['ids']:,} ids (fresh process): build {idx['build_s']:.2f} s, lookup of all "
+          f"{idx['lookup_s']:.2f} s; RSS {idx['rss_before']:.0f} MiB before (the ids as Arrow), "
+          f"{idx['rss']:.0f} after, peak {idx['peak']:.0f} MiB")
+
+    rows = targets.index.where
+    in_memory = targets.maps.gather(np.arange(min(args.memory_rows, len(rows))))  # the first rows, in RAM
+    rng = np.random.default_rng(1)
+
+    def take_fp32(w):
+        return from_storage(np.take(in_memory, w, axis=0), "bfloat16")
+
+    def old_reader(w):
+        maps, targets.maps = targets.maps, None  # the Zarr path
+        try:
+            return targets.fetch(w)
+        finally:
+            targets.maps = maps
+
+    start = time.perf_counter()
+    warm_page_cache(root)
+    print(f"warm-up: sequential read of every shard file {time.perf_counter() - start:.1f} s")
+    results = {}
+    for batch in (128, 2048):
+        picks = [rows[rng.integers(0, len(rows), batch)] for _ in range(args.batches)]
+        small = [rng.integers(0, len(in_memory), batch) for _ in range(args.batches)]
+        a = targets.fetch_stored(picks[0]).view(torch.int16).numpy().view(np.uint16)  # correctness, in passing
+        assert np.array_equal(from_storage(a, "bfloat16"), old_reader(picks[0]).numpy())
+        results[("mapped bf16", batch)] = statistics.median(rate(targets.fetch_stored, picks[i::4]) for i in range(4))
+        results[("mapped fp32", batch)] = statistics.median(rate(targets.fetch, picks[i::4]) for i in range(4))
+        results[("np.take fp32", batch)] = statistics.median(rate(take_fp32, small[i::4]) for i in range(4))
+        results[("np.take bf16", batch)] = statistics.median(rate(lambda w: np.take(in_memory, w, axis=0), small[i::4])
+                                                            for i in range(4))
+        results[("old reader", batch)] = rate(old_reader, picks[: args.old_batches])
+    drop_page_cache(root)
+    for batch in (128, 2048):
+        picks = [rows[rng.integers(0, len(rows), batch)] for _ in range(args.cold_batches)]
+        results[("mapped bf16, cold", batch)] = rate(targets.fetch_stored, picks)
+        drop_page_cache(root)
+    print()
+    print("| reader | batch 128 rows/s | batch 2048 rows/s |")
+    print("| --- | --- | --- |")
+    for name in ("mapped bf16", "mapped fp32", "np.take bf16", "np.take fp32", "old reader", "mapped bf16, cold"):
+        print(f"| {name} | {results[(name, 128)]:,.0f} | {results[(name, 2048)]:,.0f} |")
+    del in_memory
+
+    warm_page_cache(root)
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", url, str(args.seconds), str(k)],
+                              stdout=subprocess.PIPE, text=True) for k in range(args.procs)]
+    per = [json.loads(p.communicate()[0]) for p in procs]
+    print()
+    print(f"{args.procs} processes at once, random batches of 128 for {args.seconds:.0f} s each:")
+    print("| process | rows/s | RSS MiB | private MiB | shared MiB | PSS MiB |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for k, r in enumerate(per):
+        print(f"| {k} | {r['rows_per_s']:,.0f} | {r['rss']:.0f} | {r['private']:.0f} | {r['shared']:.0f} | {r['pss']:.0f} |")
+    print(f"sum {sum(r['rows_per_s'] for r in per):,.0f} rows/s over {args.procs} processes on {os.cpu_count()} cores; "
+          f"load average {os.getloadavg()[0]:.2f} at end")
+
+
+if __name__ == "__main__":
+    main()
