@@ -3,8 +3,9 @@
 What it gets right, each checked by a test:
 - pooling from the model's own sentence-transformers config (modules.json, 1_Pooling/config.json,
   a Normalize module), else from the architecture (decoder-only -> last token, else mean);
-- last-token pooling with left padding, explicit position ids from the attention mask so either
-  padding side gives the same vectors as encoding a text alone;
+- last-token pooling with left padding, explicit position ids from the attention mask (starting
+  where the model's own start: 2 for XLM-R) so either padding side gives the same vectors as
+  encoding a text alone;
 - the end-of-text token present exactly once for last-token models (Qwen3-Embedding's hub
   tokenizer appends `<|endoftext|>` itself; other Qwen tokenizers don't);
 - the instruction prompt on queries only; truncation to each text's maximum length, counting the
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import MimoError
-from pipeline.pooling import POOLINGS, pool, positions_from_mask
+from pipeline.pooling import POOLINGS, first_position, pool, positions_from_mask
 
 QWEN3_QUERY_PROMPT = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
 
@@ -223,6 +224,9 @@ class TransformersTeacher:
         self._model = model.to(self.device).eval()
         params = inspect.signature(model.forward).parameters
         self._takes_positions = "position_ids" in params
+        # explicit positions keep left padding right; they must start where the model's own do
+        # (XLM-R: at 2), or every token's position embedding is shifted (cosine ~0.96 to its own)
+        self._first_position = first_position(model)
         # decoder models would otherwise build a KV cache nobody reads (GBs at 8B and 32k tokens)
         self._no_cache = {"use_cache": False} if "use_cache" in params else {}
 
@@ -320,7 +324,7 @@ class TransformersTeacher:
         ids = torch.from_numpy(ids_np).to(self.device)
         mask = torch.from_numpy(mask_np.astype(np.int64)).to(self.device)
         model = self.model
-        kwargs = {"position_ids": positions_from_mask(mask)} if self._takes_positions else {}
+        kwargs = {"position_ids": positions_from_mask(mask, self._first_position)} if self._takes_positions else {}
         kwargs.update(self._no_cache)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.compute_dtype == "autocast_bf16"):
             hidden = model(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
