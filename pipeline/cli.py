@@ -61,7 +61,8 @@ def _steps():
 def prepare(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] = OVERRIDES_ARG):
     """Prepare Stage-1 pairs (OPUS filters), Stage-2 compositions (mMARCO round-robin) and the teacher's worklist.
 
-    Sources per stage: hub (sentence-transformers parallel-sentences-*, unicamp-dl/mmarco), local files,
+    Sources per stage: hub (sentence-transformers parallel-sentences-*, unicamp-dl/mmarco), hub-legacy
+    (Stage 1 as the authors' release reads it: sentence-transformers/parallel-sentences), local files,
     or the embedded sample (stage1.source=sample stage2.source=sample). Writes Parquet tables, reports and
     the resolved config.json into out_dir, atomically.
     """

@@ -35,10 +35,10 @@ class Stage1Config:
     pooling: str = "mean"
     lr: float = 1e-4  # Table 6
     warmup_ratio: float = 0.1
-    batch_size: int = 128
+    batch_size: int = 256  # rows per optimizer step over all ranks: the authors' 2 GPUs x 128 (Table 6: 128 per GPU)
     max_length: int = 256
     epochs: int = 1
-    weight_decay: float = 0.01
+    weight_decay: float = 0.0  # AdamW on every parameter; 0 is the Hugging Face Trainer default the authors ran
     max_grad_norm: float = 1.0
     precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     seed: int = 42
