@@ -80,7 +80,7 @@ class Encoder:
         # weights' dtype; autocast keeps float32 weights and runs matmuls in bf16
         self.weight_dtype = torch.float32 if self.compute_dtype == "autocast_bf16" else getattr(torch, self.compute_dtype)
         self.max_batch_tokens = cfg.max_batch_tokens or (32768 if self.device.type == "cuda" else 2048)
-        self.attn_implementation = self._attention(cfg.attn_implementation)
+        self.attn_implementation = self._attention(cfg.attn_implementation, hf_config)
         self.model_dir, self._model = model_dir, None
         self.dim = int(hf_config.hidden_size)
         self.max_positions = self._max_positions(hf_config)
@@ -123,12 +123,25 @@ class Encoder:
 
     # ---- set-up helpers ----------------------------------------------------------------------
 
-    def _attention(self, requested: str) -> str:
+    def _attention(self, requested: str, hf_config) -> str:
+        """auto: flash-attention 2 on a GPU when installed, else SDPA, else eager, whichever the
+        model's class supports (an unknown class is assumed to support them all)."""
         if requested != "auto":
             return requested
-        if self.device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        from transformers import AutoModel
+
+        try:
+            cls = AutoModel._model_mapping[type(hf_config)]
+        except (KeyError, ValueError):
+            cls = None
+
+        def supports(flag: str) -> bool:
+            return cls is None or bool(getattr(cls, flag, False))
+
+        if (self.device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None
+                and supports("_supports_flash_attn")):
             return "flash_attention_2"
-        return "sdpa"
+        return "sdpa" if supports("_supports_sdpa") else "eager"
 
     def _max_positions(self, hf_config) -> int:
         limit = getattr(hf_config, "max_position_embeddings", 1 << 20)

@@ -33,7 +33,7 @@ class TeacherConfig:
     # auto: bfloat16 on GPU, float32 on CPU; autocast_bf16: float32 weights, bf16 matmuls with float32
     # accumulation (2x faster on CPUs with native bf16, cosine >= 0.9999 to float32 on MiniLM)
     compute_dtype: str = "auto"
-    attn_implementation: str = "auto"  # auto: flash_attention_2 if installed on GPU, else sdpa
+    attn_implementation: str = "auto"  # auto: flash_attention_2 if installed on GPU, else sdpa, else eager (as the model supports)
     max_batch_tokens: int = 0  # padded tokens per forward pass; 0: 2048 on CPU (cache-sized), 32768 on GPU
 
     def __post_init__(self):

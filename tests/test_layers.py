@@ -49,3 +49,23 @@ def test_encoder_errors_name_the_role(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(MimoError, match=r"^student model .*: cannot load its config or tokenizer"):
         Encoder(TeacherConfig(model=str(tmp_path)), role="student")
+
+
+def test_auto_attention_is_what_the_model_class_supports(monkeypatch):
+    """SDPA where the class has it, eager where it does not: the vectors are the same either way."""
+    import numpy as np
+    from transformers import BertModel
+
+    from pipeline.encoder import Encoder
+    from pipeline.teacher import TeacherConfig
+
+    cfg = TeacherConfig(model="sentence-transformers/all-MiniLM-L6-v2", query_prompt="", device="cpu")
+    texts = ["how long to boil an egg", "Boil the eggs for ten minutes."]
+    sdpa = Encoder(cfg)
+    a = sdpa.encode(texts, ["document"] * 2, [64] * 2)[0]
+    monkeypatch.setattr(BertModel, "_supports_sdpa", False)
+    eager = Encoder(cfg)
+    assert (sdpa.attn_implementation, eager.attn_implementation) == ("sdpa", "eager")
+    b = eager.encode(texts, ["document"] * 2, [64] * 2)[0]
+    assert eager.model.config._attn_implementation == "eager"
+    np.testing.assert_allclose(a, b, atol=1e-5)

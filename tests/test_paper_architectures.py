@@ -98,7 +98,7 @@ def stage_configs(setup, student, out):
                   progress=False)
     stage1 = Stage1Config(out_dir=str(out / "stage1"), student=str(student), batch_size=128, max_length=32, **common)
     stage2 = Stage2Config(out_dir=str(out / "stage2"), init=str(out / "stage1"), batch_size=64, mini_batch_size=16,
-                          max_length=48, **common)
+                          contrastive_group_size=0, max_length=48, **common)
     return stage1, stage2
 
 
