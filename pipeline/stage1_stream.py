@@ -107,7 +107,7 @@ def _local_sources(cfg: Stage1DataConfig) -> dict[str, list[Source]]:
             en_path, xx_path = spec.split("+", 1)
             columns = read_aligned_text(en_path, xx_path)
         else:
-            columns = read_columns(spec, ("english", "non_english"))
+            columns = read_columns(spec, ("english", "non_english"), header=True)  # a TSV must name its columns
             for row, (e, x) in enumerate(zip(columns["english"], columns["non_english"])):
                 if e is None or x is None:
                     raise MimoError(f"{spec}: row {row}: missing text")

@@ -31,9 +31,10 @@ def trained(training_setup, tmp_path_factory):
     shutil.copytree(training_setup / "tiny-student", student)
     (student / "README.md").write_text("---\nbase_model: xlm-roberta-large\nlicense: mit\n---\n# tiny\n")
     common = dict(prepared=str(training_setup / "prepared"), cache=str(training_setup / "cache.zarr"), max_length=32,
-                  progress=False, checkpoint_every=1000)
+                  progress=False, checkpoint_every=1000, weight_decay=0.01)
     run_stage1(Stage1Config(out_dir=str(root / "stage1"), student=str(student), batch_size=256, **common), **QUIET)
-    run_stage2(Stage2Config(out_dir=str(root / "stage2"), init=str(root / "stage1"), batch_size=64, mini_batch_size=32, contrastive_group_size=0,
+    run_stage2(Stage2Config(out_dir=str(root / "stage2"), init=str(root / "stage1"), batch_size=64, mini_batch_size=32,
+                            contrastive_group_size=0,
                             lam=0.3, **common), **QUIET)
     return root
 

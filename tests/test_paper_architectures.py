@@ -95,7 +95,7 @@ def stage_configs(setup, student, out):
     from trainer.stage2 import Stage2Config
 
     common = dict(prepared=str(setup / "prepared"), cache=str(setup / "cache.zarr"), lr=1e-3, checkpoint_every=1000,
-                  progress=False)
+                  progress=False, keep_checkpoint=True)  # the tests read the final checkpoint
     stage1 = Stage1Config(out_dir=str(out / "stage1"), student=str(student), batch_size=128, max_length=32, **common)
     stage2 = Stage2Config(out_dir=str(out / "stage2"), init=str(out / "stage1"), batch_size=64, mini_batch_size=16,
                           contrastive_group_size=0, max_length=48, **common)

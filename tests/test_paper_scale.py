@@ -14,7 +14,11 @@ from tests.conftest import REPO
 
 
 def test_generated_data_prepares_with_the_counts_it_was_built_with(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    import datasets
+
+    # datasets reads HF_DATASETS_CACHE once, at import, and keys a local folder by its name: a
+    # private cache keeps another run's same-named folders out
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
     out = tmp_path / "ps"
     args = [sys.executable, str(REPO / "bench/paper_scale.py"), "--out", str(out), "--scale", "0.00005"]
     subprocess.run(args, check=True, capture_output=True)
@@ -46,7 +50,11 @@ def test_stage1_streamed_equals_the_in_memory_path(tmp_path, monkeypatch):
     from pipeline.outputs import write_table
     from pipeline.stage1_data import prepare_stage1
 
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    import datasets
+
+    # datasets reads HF_DATASETS_CACHE once, at import, and keys a local folder by its name: a
+    # private cache keeps another run's same-named folders out
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "ps"
     subprocess.run([sys.executable, str(REPO / "bench/paper_scale.py"), "--out", str(out), "--scale", "0.00005",
