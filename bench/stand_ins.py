@@ -76,6 +76,9 @@ def main() -> None:
     ap.add_argument("--sample", default=str(ROOT / "data" / "sample"))
     ap.add_argument("--layers", type=int, nargs="*", default=[1, 2, 3, 4, 6])
     args = ap.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # a cut model's load report lists every layer it leaves unread
     benches = benchmarks(Path(args.sample))
     candidates = [("all-MiniLM-L6-v2 (English)", TeacherConfig(model=MINILM, query_prompt="", device="cpu"), False),
                   ("multilingual-e5-small, 12 layers", TeacherConfig(model=E5, query_prompt="query: ",
@@ -83,7 +86,7 @@ def main() -> None:
     candidates += [(f"e5-small, first {n} layers", TeacherConfig(model=E5, query_prompt="query: ", document_prompt="passage: ",
                                                                  device="cpu", num_layers=n), True) for n in args.layers]
     print(f"validation items: {len(benches['en'].query_ids)} (carved from the training split); "
-          f"mlir: {benches['mlir'].summary()}")
+          f"mlir: {benches['mlir'].summary()}", flush=True)
     print("| model | en nDCG@10 | en-120 nDCG@10 | mlir nDCG@10 | seconds |")
     print("| --- | --- | --- | --- | --- |")
     for label, cfg, multilingual in candidates:

@@ -14,6 +14,7 @@ What it gets right, each checked by a test:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
@@ -74,6 +75,20 @@ class TeacherConfig:
             raise MimoError("teacher.max_batch_tokens must be positive (or 0 for the device's default)")
         if self.num_layers < 0:
             raise MimoError(f"teacher.num_layers must be 0 (all layers) or positive, not {self.num_layers}")
+
+
+@contextlib.contextmanager
+def quiet_load(quiet: bool = True):
+    """transformers at error verbosity: loading a model's first N layers would log every unread weight."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    if quiet:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 def pick_device(requested: str) -> torch.device:
@@ -219,11 +234,12 @@ class TransformersTeacher:
             if not _has_pooler_weights(self.model_dir):  # students exported without a pooler: do not build one
                 kwargs["add_pooling_layer"] = False
             try:
-                try:
-                    model = AutoModel.from_pretrained(self.model_dir, **kwargs)
-                except TypeError:  # models without a pooler do not take the argument
-                    kwargs.pop("add_pooling_layer", None)
-                    model = AutoModel.from_pretrained(self.model_dir, **kwargs)
+                with quiet_load(bool(self.cfg.num_layers)):
+                    try:
+                        model = AutoModel.from_pretrained(self.model_dir, **kwargs)
+                    except TypeError:  # models without a pooler do not take the argument
+                        kwargs.pop("add_pooling_layer", None)
+                        model = AutoModel.from_pretrained(self.model_dir, **kwargs)
             except Exception as err:
                 raise MimoError(f"teacher model {self.cfg.model!r}: cannot load its weights ({type(err).__name__}: {err})") from None
             self.set_model(model)

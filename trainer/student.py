@@ -59,6 +59,7 @@ def load_student(name: str, teacher_dim: int, pooling: str = "mean", num_layers:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from pipeline.errors import MimoError
+    from pipeline.teacher import quiet_load
 
     path = name
     if name == E5_SMALL:
@@ -73,10 +74,11 @@ def load_student(name: str, teacher_dim: int, pooling: str = "mean", num_layers:
             if not 0 < num_layers <= have:
                 raise MimoError(f"student {name!r}: num_layers must be between 1 and its {have} layers, not {num_layers}")
             kwargs["num_hidden_layers"] = num_layers
-        try:  # the pooler is never used (mean/CLS pooling of the last states) and gets no gradient
-            encoder = AutoModel.from_pretrained(path, add_pooling_layer=False, **kwargs)
-        except TypeError:
-            encoder = AutoModel.from_pretrained(path, **kwargs)
+        with quiet_load(bool(num_layers)):
+            try:  # the pooler is never used (mean/CLS pooling of the last states) and gets no gradient
+                encoder = AutoModel.from_pretrained(path, add_pooling_layer=False, **kwargs)
+            except TypeError:
+                encoder = AutoModel.from_pretrained(path, **kwargs)
     except OSError as err:
         raise MimoError(f"student {name!r}: cannot load ({err})") from None
     if freeze_embeddings:
