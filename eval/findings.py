@@ -81,6 +81,6 @@ def what_this_shows(summary: dict, scale_note: str = "") -> list[str]:
              f"{len(bench['languages'])} languages){', ' + scale_note if scale_note else ''}, "
              f"{len(held)} of the {len(found)} orderings the paper reports hold here:", ""]
     lines += [f"- {'holds' if h else '**does not hold**'}: {c} ({e})" for c, h, e in found]
-    lines += ["", "One run, one seed: differences of a point or two on a few hundred queries are within the "
-                  "spread across seeds (bench/RESULTS.md has a 3-seed table for the embedded default)."]
+    lines += ["", "One run, one seed: a difference of a point or less on a few hundred queries may not survive "
+                  "another seed; the spread across seeds is not measured by this report."]
     return lines
