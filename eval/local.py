@@ -42,9 +42,9 @@ def read_rows(path: Path):
             yield f"{path}:{number}", row
     elif path.suffix == ".parquet":
         try:
-            table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as err:
-            raise MimoError(f"{path}: not a readable Parquet file ({err})") from None
+            table = pq.read_table(path, page_checksum_verification=True)
+        except (pa.ArrowException, OSError) as err:
+            raise MimoError(f"{path}: not a readable Parquet file ({' '.join(str(err).split())[:200]})") from None
         for i, row in enumerate(table.to_pylist()):
             yield f"{path}: row {i}", row
     else:  # .tsv with a header line

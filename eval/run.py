@@ -220,6 +220,7 @@ def analyze(bench: Benchmark, corpus: np.ndarray) -> dict:
 def run_eval(cfg: EvalConfig, echo=print) -> dict:
     from eval.fairness import language_fairness
     from eval.report import write_report
+    from pipeline.model_card import record_eval
     from pipeline.teacher import release_freed_memory
 
     models = list(cfg.models)
@@ -241,7 +242,6 @@ def run_eval(cfg: EvalConfig, echo=print) -> dict:
         benchmarks.append((spec, bench))
     embedders = [Embedder(m, cfg.embeddings_dir, cfg.device, cfg.max_batch_tokens, cfg.compute_dtype, echo) for m in models]  # checks every model first
     out.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(cfg, out, "eval")
     results = []
     for spec_m, embedder in zip(models, embedders):
         for spec_b, bench in benchmarks:
@@ -267,6 +267,9 @@ def run_eval(cfg: EvalConfig, echo=print) -> dict:
                                "documents": len(b.doc_ids), "languages": b.languages, "skipped": dict(b.skipped),
                                "source": b.source, "scoring": b.scoring} for _, b in benchmarks],
                "index": cfg.index, "mrc_k": cfg.mrc_k, "peer_ks": list(cfg.peer_ks), "depth": cfg.depth, "results": results}
+    write_resolved_config(cfg, out, "eval")  # only beside the report it made: a failed rerun leaves both as they were
     paths = write_report(summary, out, plots=cfg.plots)
+    for spec_m in models:  # the model cards of this tool's training outputs carry their latest figures
+        record_eval(spec_m.model, [r for r in results if r["model"] == spec_m.label], out)
     echo(f"eval: report in {paths['markdown']} (" + ", ".join(str(p) for k, p in paths.items() if k != "markdown") + ")")
     return summary

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+import traceback
+from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 
 from pipeline.config import config_to_dict, load_config
@@ -30,18 +34,62 @@ CONFIG_OPTION = typer.Option(None, "--config", "-c", help="TOML or JSON config f
 OVERRIDES_ARG = typer.Argument(None, help="key=value overrides, applied after the config file.", show_default=False)
 
 
+DEBUG = {"on": False}  # --debug (or MIMO_DEBUG=1): tracebacks instead of one-line errors
+
+
+def debugging() -> bool:
+    return DEBUG["on"] or os.environ.get("MIMO_DEBUG", "") not in ("", "0", "false", "no")
+
+
+def _where(err: BaseException) -> str:
+    """The file an unexpected error is about (OSError names it), else the project source line it
+    came from: what a one-line report needs to be acted on."""
+    filename = getattr(err, "filename", None)
+    if filename:
+        return f" (file {filename})"
+    frames = traceback.extract_tb(err.__traceback__)
+    ours = [f for f in frames if any(f"{os.sep}{pkg}{os.sep}" in f.filename for pkg in ("pipeline", "trainer", "eval"))]
+    if ours:
+        return f" (at {Path(ours[-1].filename).parent.name}/{Path(ours[-1].filename).name}:{ours[-1].lineno})"
+    return ""
+
+
 def one_line_errors(fn):
-    """Turn MimoError into `error: <message>` on stderr and exit status 2 (no traceback)."""
+    """Turn MimoError into `error: <message>` on stderr and exit status 2 (no traceback); any other
+    exception into `error: <step>: unexpected <kind>: <message> (file ...)`, exit status 1, with the
+    traceback only under --debug or MIMO_DEBUG=1."""
+    step = fn.__name__.rstrip("_").replace("_cmd", "").replace("_", "-")
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except MimoError as err:
-            typer.echo(f"error: {err}", err=True)
+            if debugging():
+                raise
+            typer.echo(f"error: {' '.join(str(err).splitlines())}", err=True)
             raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            typer.echo(f"error: {step}: interrupted", err=True)
+            raise typer.Exit(130) from None
+        except Exception as err:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+            if debugging():
+                raise
+            message = " ".join(str(err).split())[:300] or "(no message)"
+            typer.echo(f"error: {step}: unexpected {type(err).__name__}: {message}{_where(err)}; "
+                       "rerun with --debug (or MIMO_DEBUG=1) for the traceback", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error "
+                                        "(also MIMO_DEBUG=1).")):
+    """MIMO: train multilingual retrievers from a cached English teacher."""
+    DEBUG["on"] = debug
 
 
 def _steps():
@@ -61,7 +109,8 @@ def _steps():
 def prepare(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] = OVERRIDES_ARG):
     """Prepare Stage-1 pairs (OPUS filters), Stage-2 compositions (mMARCO round-robin) and the teacher's worklist.
 
-    Sources per stage: hub (sentence-transformers parallel-sentences-*, unicamp-dl/mmarco), local files,
+    Sources per stage: hub (sentence-transformers parallel-sentences-*, unicamp-dl/mmarco), hub-legacy
+    (Stage 1 as the authors' release reads it: sentence-transformers/parallel-sentences), local files,
     or the embedded sample (stage1.source=sample stage2.source=sample). Writes Parquet tables, reports and
     the resolved config.json into out_dir, atomically.
     """
@@ -145,6 +194,23 @@ def cache_verify_cmd(store: str = typer.Argument(..., help="Store path or URL.")
     typer.echo(f"{store}: ok")
 
 
+@cache_app.command("export")
+@one_line_errors
+def cache_export_cmd(
+    store: str = typer.Argument(..., help="Teacher cache store path or URL."),
+    out_dir: str = typer.Argument(..., help="Output folder of the dataset (Parquet shards in data/, a dataset card)."),
+    prepared: str = typer.Option(..., help="prepare's output directory (e.g. work/sample/prepared)."),
+    stage: str = typer.Option("stage1", help="stage1: (text, label); stage2: (query, passage, label) of the MIMO pairs."),
+    rows_per_shard: int = typer.Option(100_000, help="Rows per Parquet shard."),
+):
+    """The prepared pairs with their teacher vectors as a `datasets` dataset for sentence-transformers
+    (a `label` column, as EmbedDistillLoss and MSELoss read it)."""
+    from pipeline.cache_export import CacheExportConfig, run_cache_export
+
+    cfg = CacheExportConfig(cache=store, prepared=prepared, out_dir=out_dir, stage=stage, rows_per_shard=rows_per_shard)
+    run_cache_export(cfg, echo=typer.echo)
+
+
 @app.command()
 @one_line_errors
 def stage1(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] = OVERRIDES_ARG):
@@ -202,6 +268,20 @@ def eval_(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] 
     run_eval(cfg, echo=typer.echo)
 
 
+@app.command()
+@one_line_errors
+def push(
+    folder: str = typer.Argument(..., help="A training output (e.g. work/paper/stage2) or its model/ folder."),
+    repo_id: str = typer.Argument(..., help="The hub repository, e.g. you/mimo-xlmr-large."),
+    private: bool = typer.Option(False, help="Create the repository as private."),
+    revision: Optional[str] = typer.Option(None, help="Branch to push to (default: main)."),
+):
+    """Upload an exported student with its model card to the Hugging Face hub (needs `hf auth login` or HF_TOKEN)."""
+    from pipeline.model_card import push_to_hub
+
+    typer.echo(f"pushed {folder} to {repo_id}: {push_to_hub(folder, repo_id, private, revision)}")
+
+
 @app.command("show-config")
 @one_line_errors
 def show_config(
@@ -211,6 +291,7 @@ def show_config(
 ):
     """Print the resolved config of a step as JSON (defaults, then --config, then overrides)."""
     steps = _steps()
+    step = step.replace("-", "_")  # the command's own name (teacher-cache) or the config's (teacher_cache)
     if step not in steps:
         raise MimoError(f"unknown step {step!r} (known: {', '.join(steps)})")
     cfg = load_config(steps[step], step, config, overrides or [])

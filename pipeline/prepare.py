@@ -81,7 +81,8 @@ def run_prepare(cfg: PrepareConfig, echo=print) -> Path:
 
 
 def _stage1_summary(report: dict) -> str:
-    head = ["lang", "input", *FILTERS, "kept"]
+    malformed = ["malformed"] if any("malformed" in c for c in report["per_language"].values()) else []  # hub-legacy
+    head = ["lang", "input", *malformed, *FILTERS, "kept"]
     rows = [head] + [[lang] + [str(c[k]) for k in head[1:]] for lang, c in report["per_language"].items()]
     total = sum(c["kept"] for c in report["per_language"].values())
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

@@ -50,12 +50,14 @@ def _lines(path: Path):
             yield number, line.rstrip("\r\n")
 
 
-def read_columns(path: str | Path, columns: tuple[str, ...], keep=None) -> dict[str, list]:
+def read_columns(path: str | Path, columns: tuple[str, ...], keep=None, header: bool = False) -> dict[str, list]:
     """Read `columns` from a .tsv, .jsonl or .parquet file into lists.
 
     TSV files may start with a header line naming the columns, and then every line must have as
     many fields as the header; without one, fields are taken in order and the last column keeps
     any further tabs (the mMARCO layout: `id<TAB>text`, read like mMARCO's own loader does).
+    `header=True` (a user's own files): the header is required, so a first line naming other
+    columns is an error, never a row of data.
     `keep`, if given, is a set of values of the first column: other rows are skipped unread
     (how a 8.8M-passage collection is read for the few passages a data set uses).
     """
@@ -67,11 +69,11 @@ def read_columns(path: str | Path, columns: tuple[str, ...], keep=None) -> dict[
     if suffix == ".jsonl":
         return _read_jsonl(path, columns, keep)
     if suffix in (".tsv", ".txt"):
-        return _read_tsv(path, columns, keep)
+        return _read_tsv(path, columns, keep, header)
     raise MimoError(f"{path}: unsupported file type {suffix!r} (expected one of {', '.join(TEXT_SUFFIXES)})")
 
 
-def _read_tsv(path: Path, columns, keep) -> dict[str, list]:
+def _read_tsv(path: Path, columns, keep, header: bool = False) -> dict[str, list]:
     out: dict[str, list] = {c: [] for c in columns}
     order, header_width = list(range(len(columns))), None
     for number, line in _lines(path):
@@ -79,6 +81,9 @@ def _read_tsv(path: Path, columns, keep) -> dict[str, list]:
         if number == 1 and all(c in fields for c in columns):
             order, header_width = [fields.index(c) for c in columns], len(fields)  # a header: names to positions
             continue
+        if number == 1 and header:
+            raise MimoError(f"{path}:1: a TSV file needs a header line naming its columns ({', '.join(columns)}); "
+                            f"its first line has: {', '.join(repr(f[:40]) for f in fields[:8])}")
         if not line.strip():
             raise MimoError(f"{path}:{number}: empty line")
         if header_width is None:
@@ -126,12 +131,16 @@ def _read_jsonl(path: Path, columns, keep) -> dict[str, list]:
 def _read_parquet(path: Path, columns, keep) -> dict[str, list]:
     try:
         schema = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as err:
+    except (pa.ArrowException, OSError) as err:
         raise MimoError(f"{path}: not a readable Parquet file ({err})") from None
     missing = [c for c in columns if c not in schema.names]
     if missing:
         raise MimoError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(schema.names)})")
-    table = pq.read_table(path, columns=list(columns))
+    try:  # page checksums, where the file has them, are verified: a damaged page is an error, not data
+        table = pq.read_table(path, columns=list(columns), page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as err:
+        raise MimoError(f"{path}: not a readable Parquet file ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:200]})") from None
     out = {}
     for c in columns:
         col = table.column(c)

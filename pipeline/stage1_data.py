@@ -1,21 +1,26 @@
 """Stage 1 preparation: parallel pairs (t_en, t_XX) with the paper's filters (App. B.1).
 
 Sources: the sentence-transformers `parallel-sentences-*` data sets on the hub (the eight OPUS
-corpora the paper names), local files, or the embedded sample. Filters, each configurable and
-each counted per language: 10-512 characters on both sides, longer/shorter length ratio below 3,
-English-side deduplication across languages, and a cap per language.
+corpora the paper names), the legacy single repository `sentence-transformers/parallel-sentences`
+that the authors' release reads (`source = "hub-legacy"`, pipeline/stage1_release.py), local
+files, or the embedded sample. Filters, each configurable and each counted per language: 10-512
+characters on both sides, longer/shorter length ratio below 3, English-side deduplication across
+languages, and a cap per language.
 
-Deduplication is a draft: languages take turns, each drawing its next pair in a seeded random
-order and skipping pairs whose English side another language (or itself) already took, until
-the cap or its candidates run out. Every English anchor is used once, and languages share
+Deduplication (`dedup = "fair"`) is a draft: languages take turns, each drawing its next pair in
+a seeded random order and skipping pairs whose English side another language (or itself) already
+took, until the cap or its candidates run out. Every English anchor is used once, and languages share
 anchors fairly (a fully parallel corpus splits evenly) instead of the first language taking all.
 English itself is one of the 14 languages (Table 5): its pairs are (t_en, t_en), drawn from the
-English sides of every source.
+English sides of every source. `dedup = "release"` selects as the authors' release does instead
+(first come over corpora then languages, English pairs from the first English texts; see
+pipeline/stage1_release.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +31,15 @@ from pipeline.errors import MimoError
 from pipeline.languages import LANGUAGES, check_languages
 from pipeline.readers import read_aligned_text, read_columns
 from pipeline.sample import load_sample, sample_parallel_sentences
+from pipeline.stage1_release import LEGACY_CORPORA, LEGACY_REPO, legacy_pairs, release_rows
 from pipeline.worklist import text_id
 
 OPUS_CORPORA = ("europarl", "global-voices", "jw300", "news-commentary", "opensubtitles", "talks",
                 "tatoeba", "wikimatrix")
 
-# Hub subsets are named after the language pair; a few of these data sets spell Chinese differently.
-HUB_SUBSET_NAMES = {lang: (f"en-{lang}",) for lang in LANGUAGES if lang != "en"}
-HUB_SUBSET_NAMES["zh"] = ("en-zh", "en-zh-cn", "en-zh_cn")  # talks has only en-zh-cn (and en-zh-tw)
+# Hub subsets are named after the language pair; a few of these data sets spell Chinese differently
+# (talks has only en-zh-cn and en-zh-tw): the Chinese names are a setting, stage1.chinese_subsets.
+HUB_SUBSET_NAMES = {lang: (f"en-{lang}",) for lang in LANGUAGES if lang not in ("en", "zh")}
 HUB_SUBSET_NAMES["pt"] = ("en-pt", "en-pt-br")
 
 STAGE1_SCHEMA = pa.schema(
@@ -52,9 +58,17 @@ FILTERS = ("empty", "too_short", "too_long", "length_ratio", "duplicate_english"
 
 @dataclass(frozen=True)
 class Stage1DataConfig:
-    source: str = "hub"  # "hub", "local" or "sample"
+    source: str = "hub"  # "hub", "hub-legacy" (the release's TSV repository), "local" or "sample"
     hub_datasets: tuple[str, ...] = tuple(f"sentence-transformers/parallel-sentences-{c}" for c in OPUS_CORPORA)
     hub_split: str = "train"
+    # source = "hub-legacy": a hub data set id or a local folder laid out like it, its revision, and the
+    # corpus folders in the order the release visits them
+    legacy_repo: str = LEGACY_REPO
+    legacy_revision: str = "main"
+    legacy_corpora: tuple[str, ...] = LEGACY_CORPORA
+    # Chinese subsets read (per corpus, the first it has): `en-{name}` configs of the hub data sets,
+    # `{Corpus}-en-{name}-train.tsv.gz` files of the legacy repository. The release reads "zh" only.
+    chinese_subsets: tuple[str, ...] = ("zh", "zh-cn", "zh_cn")
     # "LANG:PATH" (a .tsv/.jsonl/.parquet with columns english, non_english) or
     # "LANG:EN_PATH+XX_PATH" (an OPUS Moses pair: one sentence a line, aligned by line)
     local_files: tuple[str, ...] = ()
@@ -62,13 +76,23 @@ class Stage1DataConfig:
     min_chars: int = 10
     max_chars: int = 512
     max_length_ratio: float = 3.0  # longer/shorter, in characters; a pair passes when below it
+    max_length_ratio_inclusive: bool = False  # the release also keeps a ratio equal to it (`<= 3`)
     dedup_english: bool = True
+    # how pairs are chosen: "fair" (a seeded draft, languages taking turns) or "release" (first come
+    # over corpora then languages, cap after dedup, English pairs from the first English texts)
+    dedup: str = "fair"
     cap_per_language: int = 500_000
     teacher_max_length: int = 256  # Table 6: teacher max length in Stage 1
 
     def __post_init__(self):
-        if self.source not in ("hub", "local", "sample"):
-            raise MimoError(f"stage1.source must be hub, local or sample, not {self.source!r}")
+        if self.source not in ("hub", "hub-legacy", "local", "sample"):
+            raise MimoError(f"stage1.source must be hub, hub-legacy, local or sample, not {self.source!r}")
+        if self.dedup not in ("fair", "release"):
+            raise MimoError(f"stage1.dedup must be fair or release, not {self.dedup!r}")
+        if not self.chinese_subsets or not all(s.strip() for s in self.chinese_subsets):
+            raise MimoError("stage1.chinese_subsets must name at least one subset (e.g. zh)")
+        if self.source == "hub-legacy" and not self.legacy_corpora:
+            raise MimoError("stage1.legacy_corpora must name at least one corpus folder")
         check_languages(self.languages, "stage1.languages")
         if not 0 <= self.min_chars <= self.max_chars:
             raise MimoError("stage1.min_chars must be between 0 and stage1.max_chars")
@@ -96,7 +120,8 @@ def _hub_pairs(cfg: Stage1DataConfig, lang: str) -> list[tuple[str, dict[str, li
             subsets = set(datasets.get_dataset_config_names(name))
         except Exception as err:  # the hub client raises many types; the message is what matters
             raise MimoError(f"stage1 hub data set {name}: cannot list its subsets ({type(err).__name__}: {err})") from None
-        subset = next((s for s in HUB_SUBSET_NAMES[lang] if s in subsets), None)
+        names = tuple(f"en-{s}" for s in cfg.chinese_subsets) if lang == "zh" else HUB_SUBSET_NAMES[lang]
+        subset = next((s for s in names if s in subsets), None)
         if subset is None:
             continue  # not every OPUS corpus covers every language
         try:
@@ -122,7 +147,7 @@ def _local_pairs(cfg: Stage1DataConfig) -> dict[str, list[tuple[str, dict[str, l
             en_path, xx_path = spec.split("+", 1)
             columns = read_aligned_text(en_path, xx_path)
         else:
-            columns = read_columns(spec, ("english", "non_english"))
+            columns = read_columns(spec, ("english", "non_english"), header=True)
             for row, (e, x) in enumerate(zip(columns["english"], columns["non_english"])):
                 if e is None or x is None:
                     raise MimoError(f"{spec}: row {row}: missing text")
@@ -134,6 +159,7 @@ def _filter(cfg: Stage1DataConfig, english: list[str], other: list[str], source:
             counts: dict[str, int], out: Candidates) -> None:
     """Apply the per-pair filters; count each dropped pair under the first filter it fails."""
     lo, hi, ratio = cfg.min_chars, cfg.max_chars, cfg.max_length_ratio
+    beyond = operator.gt if cfg.max_length_ratio_inclusive else operator.ge  # the paper: kept only *below* the ratio
     for e, x in zip(english, other):
         e, x = e.strip(), x.strip()
         le, lx = len(e), len(x)
@@ -143,7 +169,7 @@ def _filter(cfg: Stage1DataConfig, english: list[str], other: list[str], source:
             counts["too_short"] += 1
         elif le > hi or lx > hi:
             counts["too_long"] += 1
-        elif max(le, lx) / min(le, lx) >= ratio:
+        elif beyond(max(le, lx) / min(le, lx), ratio):
             counts["length_ratio"] += 1
         else:
             out.english.append(e)
@@ -189,31 +215,90 @@ def draft(candidates: dict[str, Candidates], cap: int, dedup: bool, seed: int) -
     return chosen, duplicates
 
 
+def _corpus_ranks(cfg: Stage1DataConfig, raw) -> dict[str, int]:
+    """Each source's corpus position, the order `dedup = "release"` visits sources in."""
+    if cfg.source == "hub":
+        return {src: cfg.hub_datasets.index(src.rsplit(":", 1)[0]) for entries in raw.values() for src, _ in entries}
+    if cfg.source == "local":
+        specs = [entry.partition(":")[2] for entry in cfg.local_files]
+        return {src: specs.index(src) for entries in raw.values() for src, _ in entries}
+    return {}  # sample: one corpus; hub-legacy: given by its reader
+
+
 def prepare_stage1(cfg: Stage1DataConfig, seed: int, sample_dir: str | Path) -> tuple[pa.Table, dict]:
     """Build the Stage-1 pair table (training order) and the per-language filter report."""
     raw: dict[str, list[tuple[str, dict[str, list]]]] = {}
     non_english = [lang for lang in cfg.languages if lang != "en"]
+    extra: dict = {}  # hub-legacy: malformed lines per language and the files read
     if cfg.source == "sample":
         sample = load_sample(sample_dir, cfg.languages)
         for lang in non_english:
             raw[lang] = [("sample", sample_parallel_sentences(sample, lang))]
-        if "en" in cfg.languages:
+        if "en" in cfg.languages and cfg.dedup == "fair":
             raw["en"] = [("sample", sample_parallel_sentences(sample, "en"))]
     elif cfg.source == "local":
         raw = _local_pairs(cfg)
         unused = sorted(set(raw) - set(cfg.languages))
         if unused:
             raise MimoError(f"stage1.local_files names language(s) {', '.join(unused)} not in stage1.languages")
+        if "en" in raw and cfg.dedup == "release":
+            raise MimoError("stage1.local_files: en: files do not apply with stage1.dedup=release "
+                            "(its English pairs are the first English sides of the other languages' pairs)")
+    elif cfg.source == "hub-legacy":
+        legacy, malformed, files = legacy_pairs(cfg.legacy_repo, cfg.legacy_revision, cfg.legacy_corpora,
+                                                non_english, cfg.chinese_subsets)
+        raw = {lang: [(src, cols) for src, cols, _ in entries] for lang, entries in legacy.items()}
+        extra = {"ranks": {src: rank for entries in legacy.values() for src, _, rank in entries},
+                 "malformed": malformed, "files": files}
     else:
         for lang in non_english:
             raw[lang] = _hub_pairs(cfg, lang)
+    ranks = extra.get("ranks") or _corpus_ranks(cfg, raw)
 
-    counts = {lang: dict.fromkeys(("input",) + FILTERS, 0) for lang in cfg.languages}
+    head = ("input", "malformed") if extra else ("input",)
+    counts = {lang: dict.fromkeys(head + FILTERS, 0) for lang in cfg.languages}
     candidates = {lang: Candidates([], [], []) for lang in cfg.languages}
+    blocks = []  # (corpus rank, lang, first candidate, end): the release's visit units
     for lang in non_english:
         for source, cols in raw.get(lang, []):
+            start = len(candidates[lang].english)
             counts[lang]["input"] += len(cols["english"])
             _filter(cfg, cols["english"], cols["non_english"], source, counts[lang], candidates[lang])
+            blocks.append((ranks.get(source, 0), lang, start, len(candidates[lang].english)))
+        if extra:
+            counts[lang]["malformed"] = extra["malformed"][lang]
+            counts[lang]["input"] += extra["malformed"][lang]
+    if cfg.dedup == "release":
+        rows = release_rows(candidates, blocks, cfg.languages, cfg.cap_per_language, cfg.dedup_english,
+                            _english_key, counts)
+        perm_seed = seed  # the release's Dataset.shuffle(seed)
+    else:
+        rows = _draft_rows(cfg, raw, non_english, candidates, counts, seed)
+        perm_seed = seed + 1
+    if not rows:
+        raise MimoError("stage 1: no pair survived the filters (see the per-language counts with stage1.* settings)")
+
+    perm = np.random.default_rng(perm_seed).permutation(len(rows))
+    rows = [rows[i] for i in perm]
+    table = pa.table(
+        {
+            "pair_id": np.arange(len(rows), dtype=np.int64),
+            "lang": [r[0] for r in rows],
+            "text": [r[1] for r in rows],
+            "english": [r[2] for r in rows],
+            "teacher_id": [text_id("document", cfg.teacher_max_length, r[2]) for r in rows],
+            "source": [r[3] for r in rows],
+        },
+        schema=STAGE1_SCHEMA,
+    )
+    report = {"per_language": counts}
+    if extra:
+        report["legacy_files"] = extra["files"]
+    return table, report
+
+
+def _draft_rows(cfg: Stage1DataConfig, raw, non_english, candidates, counts, seed) -> list[tuple]:
+    """`dedup = "fair"`: English pairs from every source's English side, then the seeded draft."""
     if "en" in cfg.languages:
         # English pairs (t_en, t_en): explicit English sources, else the English side of every source.
         pools = raw.get("en") or [(src, {"english": c["english"], "non_english": c["english"]})
@@ -223,33 +308,15 @@ def prepare_stage1(cfg: Stage1DataConfig, seed: int, sample_dir: str | Path) -> 
             _filter(cfg, cols["english"], cols["english"], source, counts["en"], candidates["en"])
 
     chosen, duplicates = draft(candidates, cfg.cap_per_language, cfg.dedup_english, seed)
-    rows = {"lang": [], "text": [], "english": [], "source": []}
+    rows = []
     for lang in cfg.languages:
         c = candidates[lang]
         counts[lang]["duplicate_english"] = duplicates[lang]
         counts[lang]["over_cap"] = len(c.english) - len(chosen[lang]) - duplicates[lang]
         counts[lang]["kept"] = len(chosen[lang])
-        for idx in sorted(chosen[lang]):  # source order within a language; shuffled below
-            rows["lang"].append(lang)
-            rows["text"].append(c.other[idx])
-            rows["english"].append(c.english[idx])
-            rows["source"].append(c.source[idx])
-    if not rows["lang"]:
-        raise MimoError("stage 1: no pair survived the filters (see the per-language counts with stage1.* settings)")
-
-    perm = np.random.default_rng(seed + 1).permutation(len(rows["lang"]))
-    table = pa.table(
-        {
-            "pair_id": np.arange(len(perm), dtype=np.int64),
-            "lang": [rows["lang"][i] for i in perm],
-            "text": [rows["text"][i] for i in perm],
-            "english": [rows["english"][i] for i in perm],
-            "teacher_id": [text_id("document", cfg.teacher_max_length, rows["english"][i]) for i in perm],
-            "source": [rows["source"][i] for i in perm],
-        },
-        schema=STAGE1_SCHEMA,
-    )
-    return table, {"per_language": counts}
+        # source order within a language; shuffled by the caller
+        rows += [(lang, c.other[idx], c.english[idx], c.source[idx]) for idx in sorted(chosen[lang])]
+    return rows
 
 
 def stage1_worklist_entries(table: pa.Table, cfg: Stage1DataConfig):

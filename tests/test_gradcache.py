@@ -9,6 +9,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from trainer import gradcache
+from trainer.distributed import ContrastiveGroups
 from trainer.gradcache import cached_step
 from trainer.losses import info_nce, lakda_loss, stage2_loss
 from trainer.student import Student
@@ -38,7 +39,11 @@ LOSSES = {
     "mimo": (2, lambda q, p: stage2_loss(q[0], p[0], q[1], p[1], TQ, TP, lam=0.2)["loss"]),
     "xlco": (2, lambda q, p: info_nce(q[0], p[0])),
     "infonce": (2, lambda q, p: info_nce(q[0], p[0])),
-    "lakda": (3, lambda q1, q2, p: lakda_loss(q1[0], q2[0], p[0], alpha=0.5)),
+    "lakda": (3, lambda q1, q2, p: lakda_loss(q1[0], q2[0], p[0], alpha=0.5, form="release")),
+    "lakda-paper": (3, lambda q1, q2, p: lakda_loss(q1[0], q2[0], p[0], alpha=0.5, form="paper")),
+    # two contrastive groups of 4 rows (the mean of their losses), as Stage 2 takes them
+    "xlco-groups": (2, lambda q, p: ContrastiveGroups(4, 1).mean_loss(lambda a, b: {"loss": info_nce(a[0], b[0])},
+                                                                      [q, p])["loss"]),
 }
 TQ = torch.randn(8, TEACHER_DIM, generator=torch.Generator().manual_seed(7))
 TP = torch.randn(8, TEACHER_DIM, generator=torch.Generator().manual_seed(8))

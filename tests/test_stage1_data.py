@@ -120,8 +120,12 @@ def test_local_formats_agree(tmp_path):
 
 
 def test_hub_loader_on_a_local_copy_of_the_hub_layout(tmp_path, monkeypatch):
+    import datasets
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    # datasets reads HF_DATASETS_CACHE at import, and its cache keys a local folder by its name:
+    # a private cache keeps another run's folder of the same name from being served
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
     talks = make_parallel_sentences_repo(tmp_path / "parallel-sentences-talks", {
         "en-de": [("Good morning to all of you.", "Guten Morgen euch allen.")],
         # TED2020 spells Chinese "zh-cn" (no plain en-zh config)

@@ -43,11 +43,11 @@ def test_stage1_lowers_the_loss_and_exports_a_sentence_transformer(setup, tmp_pa
 
 def test_resume_equals_an_uninterrupted_run(setup, tmp_path):
     full = tmp_path / "full"
-    run_stage1(config(setup, full), echo=lambda *_: None)
+    run_stage1(config(setup, full, keep_checkpoint=True), echo=lambda *_: None)
     parts = tmp_path / "parts"
     first = run_stage1(config(setup, parts, stop_after=3), echo=lambda *_: None)
     assert not first["finished"] and first["step"] == 3
-    second = run_stage1(config(setup, parts), echo=lambda *_: None)
+    second = run_stage1(config(setup, parts, keep_checkpoint=True), echo=lambda *_: None)
     assert second["finished"]
     a = torch.load(full / "checkpoint.pt", weights_only=False)["student"]
     b = torch.load(parts / "checkpoint.pt", weights_only=False)["student"]
@@ -92,7 +92,7 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(setup, tmp_pat
     from tests.conftest import REPO
 
     args = [f"prepared={setup / 'prepared'}", f"cache={setup / 'cache.zarr'}", f"student={setup / 'tiny-student'}",
-            "batch_size=16", "max_length=32", "lr=1e-3", "checkpoint_every=3", "progress=false"]
+            "batch_size=16", "max_length=32", "lr=1e-3", "checkpoint_every=3", "progress=false", "keep_checkpoint=true"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stage1", *args, f"out_dir={killed}"], cwd=REPO,

@@ -16,7 +16,7 @@ from trainer.stage2 import Stage2Config, run_stage2
 def config(setup, out, **kw):
     base = dict(prepared=str(setup / "prepared"), cache=str(setup / "cache.zarr"), out_dir=str(out), init="",
                 student=str(setup / "tiny-student"), batch_size=16, mini_batch_size=4, max_length=48, lr=1e-3,
-                checkpoint_every=1000, progress=False, stop_after=2)
+                checkpoint_every=1000, progress=False, stop_after=2, contrastive_group_size=0)
     base.update(kw)
     return Stage2Config(**base)
 
@@ -61,6 +61,9 @@ def test_stage2_starts_from_stage1(training_setup, tmp_path):
     ({"lam": 1.5}, r"lam \(lambda\) must be in \[0, 1\]"),
     ({"batch_size": 30, "mini_batch_size": 4}, "batch_size 30 is not divisible by mini_batch_size 4"),
     ({"method": "contrastive"}, "method must be one of"),
+    ({"contrastive_group_size": 12}, "contrastive_group_size 12 must divide batch_size 16"),
+    ({"distill_reduction": "max"}, "distill_reduction must be mean or sum"),
+    ({"lakda_form": "symmetric"}, "lakda_form must be release or paper"),
 ])
 def test_refusals(training_setup, tmp_path, kw, message):
     with pytest.raises(MimoError, match=message):
@@ -80,9 +83,11 @@ def test_lambda_sweep_collects_one_run_per_lambda(training_setup, tmp_path):
         SweepConfig(lambdas=(0.2, 1.5))
 
 
-@pytest.mark.parametrize("method", ["stage1", "mimo", "infonce"])
-def test_two_gloo_processes_equal_one_at_the_same_global_batch(training_setup, tmp_path, method):
-    """DDP over 2 CPU processes (gloo) with cross-device negatives: the same weights as 1 process.
+@pytest.mark.parametrize("method, group", [("stage1", 0), ("mimo", 0), ("infonce", 0), ("mimo", 8)])
+def test_two_gloo_processes_equal_one_at_the_same_global_batch(training_setup, tmp_path, method, group):
+    """DDP over 2 CPU processes (gloo): the same weights and logged losses as 1 process. Group 0: one
+    contrastive group of 16 rows (cross-device negatives); group 8: each rank's 8 rows are a group (the
+    authors' layout, no gathering), one process holds both groups.
     Dropout is off: each rank draws its own dropout masks, one process draws others."""
     import json as _json
     import os
@@ -104,7 +109,8 @@ def test_two_gloo_processes_equal_one_at_the_same_global_batch(training_setup, t
                                 out_dir=str(tmp_path / "one"), max_length=48, lr=1e-3, progress=False, **args),
                    echo=lambda *_: None)
     else:
-        args = dict(student=str(student), method=method, batch_size=16, mini_batch_size=4, stop_after=2)
+        args = dict(student=str(student), method=method, batch_size=16, mini_batch_size=4, stop_after=2,
+                    contrastive_group_size=group)
         run_stage2(config(training_setup, tmp_path / "one", **args), echo=lambda *_: None)
 
     with socket.socket() as s:
@@ -134,6 +140,11 @@ def test_two_gloo_processes_equal_one_at_the_same_global_batch(training_setup, t
     initial = AutoModel.from_pretrained(student, add_pooling_layer=False).state_dict()
     assert any(not torch.allclose(one[f"encoder.{k}"], v) for k, v in initial.items() if f"encoder.{k}" in one)
     assert len((tmp_path / "two/metrics.jsonl").read_text().splitlines()) == 2  # rank 0 logs, rank 1 does not
+    if method != "stage1":  # every rank's loss is averaged into the log: the step's loss, as one process logs it
+        logged = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+                  for run in ("one", "two")]
+        for key in ("loss", "xlco", "distill") if method == "mimo" else ("loss",):
+            assert [m[key] for m in logged[1]] == pytest.approx([m[key] for m in logged[0]], rel=1e-4), key
 
 
 def test_stage2_refuses_a_stage1_trained_against_another_teacher(training_setup, tmp_path):

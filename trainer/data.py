@@ -24,7 +24,11 @@ def read_stage_table(path: str | Path, stage: str) -> pa.Table:
     path = Path(path)
     if not path.is_file():
         raise MimoError(f"{path}: {stage} table not found (run prepare first)")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path, page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as err:
+        raise MimoError(f"{path}: not a readable {stage} table ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:200]}); run prepare again") from None
     missing = [c for c in TARGET_COLUMNS[stage] if c not in table.column_names]
     if missing:
         raise MimoError(f"{path}: not a {stage} table (missing column(s) {', '.join(missing)})")

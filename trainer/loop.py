@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.config import config_to_dict
 from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.tracking import open_tracker
 
 
 def linear_schedule(optimizer, total_steps: int, warmup_ratio: float):
@@ -64,7 +66,8 @@ def train_loop(cfg, name: str, n_rows: int, student, step_fn: Callable[[np.ndarr
         echo(f"{name}: resuming at step {step} of {total}")
     started, done_here, last = time.perf_counter(), 0, {}
     bar = progress_bar(total, step, name, cfg.progress and write)
-    with open(out / "metrics.jsonl" if write else os.devnull, "a", encoding="utf-8") as log:
+    tracker = open_tracker(getattr(cfg, "report_to", "none"), out, name, config_to_dict(cfg), step, enabled=write)
+    with open(out / "metrics.jsonl" if write else os.devnull, "a", encoding="utf-8") as log, tracker:
         while step < total:
             epoch, pos = divmod(step, per_epoch)
             rows = epoch_order(n_rows, cfg.seed, epoch)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
@@ -80,6 +83,7 @@ def train_loop(cfg, name: str, n_rows: int, student, step_fn: Callable[[np.ndarr
                     "rows_per_s": round(done_here * cfg.batch_size / (time.perf_counter() - started), 2)}
             log.write(json.dumps(last) + "\n")
             log.flush()  # a line per step, visible to `tail -f` and kept when the run is killed
+            tracker.log(last, step)  # the same terms to TensorBoard / wandb (report_to)
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
             stopping = bool(cfg.stop_after) and done_here >= cfg.stop_after and step < total
@@ -90,4 +94,4 @@ def train_loop(cfg, name: str, n_rows: int, student, step_fn: Callable[[np.ndarr
                 echo(f"{name}: stopped after {done_here} steps at step {step} of {total} (run again to resume)")
                 return {**last, "finished": False}
     bar.close()
-    return {**last, "finished": True}
+    return {**last, "finished": True, "seconds": time.perf_counter() - started, "steps_run": done_here}

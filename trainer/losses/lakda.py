@@ -1,4 +1,12 @@
-"""LaKDA (App. A): contrastive loss plus symmetric KL between two parallel queries' in-batch distributions."""
+"""LaKDA (App. A): contrastive loss plus a KL alignment of two parallel queries' in-batch distributions.
+
+Two forms, which differ in the alignment term (the InfoNCE term is the same: scale * cosine, first query):
+- "paper" (App. A): 1/2 [KL(P1 || P2) + KL(P2 || P1)], P = softmax(scale * cos) as the paper's P(p_j|q)
+  with tau = 1/20;
+- "release" (the authors' `src/mimo/losses/cached_lakda.py`, which produced the reported LaKDA rows):
+  one-sided KL(P2 || P1), P = softmax(cos) on unscaled cosines (temperature 1), gradients through both
+  queries.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +15,34 @@ import torch.nn.functional as F
 
 from trainer.losses.contrastive import info_nce, similarity_logits
 
+LAKDA_FORMS = ("release", "paper")
+
+
+def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """KL(P || Q) of the row-wise softmax distributions, averaged over rows (KLDivLoss "batchmean")."""
+    log_p = F.log_softmax(logits_p, dim=-1)
+    log_q = F.log_softmax(logits_q, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+
 
 def symmetric_kl(logits_1: torch.Tensor, logits_2: torch.Tensor) -> torch.Tensor:
     """1/2 [KL(P1 || P2) + KL(P2 || P1)] of the row-wise softmax distributions, averaged over rows."""
-    log_p1 = F.log_softmax(logits_1, dim=-1)
-    log_p2 = F.log_softmax(logits_2, dim=-1)
-    kl_12 = (log_p1.exp() * (log_p1 - log_p2)).sum(-1)
-    kl_21 = (log_p2.exp() * (log_p2 - log_p1)).sum(-1)
-    return 0.5 * (kl_12 + kl_21).mean()
+    return 0.5 * (kl_divergence(logits_1, logits_2) + kl_divergence(logits_2, logits_1))
 
 
 def lakda_loss(query_1: torch.Tensor, query_2: torch.Tensor, passages: torch.Tensor, scale: float = 20.0,
-               alpha: float = 0.5) -> torch.Tensor:
-    """(1 - alpha) * InfoNCE(q_L1, p) + alpha * symmetric KL(P(.|q_L1), P(.|q_L2)).
+               alpha: float = 0.5, form: str = "release") -> torch.Tensor:
+    """(1 - alpha) * InfoNCE(q_L1, p) + alpha * alignment(P(.|q_L1), P(.|q_L2)), alignment by `form` (above).
 
-    query_1, query_2: (batch, dim), the same queries in two distinct languages; passages: (n, dim),
-    passage i the positive of query i. alpha = 0.5 as in the original implementation. The
-    contrastive term uses the first query language (q_XX of the composition), as App. A writes it.
+    query_1, query_2: (batch, dim), the same queries in two distinct languages (q_XX, q_YY of the
+    composition; the release's anchor and anchor_b); passages: (n, dim), passage i the positive of
+    query i. alpha = 0.5 as in the original implementation. The contrastive term uses the first query.
     """
     contrastive = info_nce(query_1, passages, scale)
-    alignment = symmetric_kl(similarity_logits(query_1, passages, scale), similarity_logits(query_2, passages, scale))
+    if form == "paper":
+        alignment = symmetric_kl(similarity_logits(query_1, passages, scale), similarity_logits(query_2, passages, scale))
+    elif form == "release":
+        alignment = kl_divergence(similarity_logits(query_2, passages, 1.0), similarity_logits(query_1, passages, 1.0))
+    else:
+        raise ValueError(f"LaKDA form must be one of {', '.join(LAKDA_FORMS)}, got {form!r}")
     return (1.0 - alpha) * contrastive + alpha * alignment
