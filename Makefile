@@ -6,8 +6,8 @@ PY := $(VENV)/bin/python
 MIMO := $(VENV)/bin/mimo
 # The embedded default (laptop CPU, no network); `make <target> CONFIG=configs/paper.toml` for the paper setup.
 CONFIG ?= configs/sample.toml
-# where the baselines go: work/sample for the sample setup, work/paper for configs/paper.toml
-WORK ?= $(if $(findstring paper,$(CONFIG)),work/paper,work/sample)
+# where the baselines go: work/paper for configs/paper*.toml, else work/<config name> (work/sample, work/sample-minilm)
+WORK ?= $(if $(findstring paper,$(CONFIG)),work/paper,work/$(basename $(notdir $(CONFIG))))
 ARGS ?=
 
 .PHONY: install demo prepare teacher-cache stage1 stage2 baselines sweep eval test clean
@@ -46,7 +46,7 @@ sweep: install
 	$(MIMO) sweep --config $(CONFIG) $(ARGS)
 
 ## baselines: InfoNCE, XLCO and LaKDA (Stage 2 only, from the plain student) into $(WORK)/stage2-<method>
-## (WORK: work/paper when CONFIG names a paper config, else work/sample; set WORK=... for other setups)
+## (WORK: work/paper when CONFIG names a paper config, else work/<config name>; set WORK=... for other setups)
 baselines: install
 	for method in infonce xlco lakda; do \
 		$(MIMO) stage2 --config $(CONFIG) method=$$method init= out_dir=$(WORK)/stage2-$$method $(ARGS) || exit 1; done
@@ -55,15 +55,15 @@ baselines: install
 eval: install
 	$(MIMO) eval --config $(CONFIG) $(ARGS)
 
-## demo: the main job on the embedded sample (CPU, offline)
+## demo: the main job on the embedded sample (CPU, offline); CONFIG=configs/sample-minilm.toml for the first pairing
 demo: install
-	$(MIMO) prepare --config configs/sample.toml
-	HF_HUB_OFFLINE=1 $(MIMO) teacher-cache --config configs/sample.toml
-	$(MIMO) cache verify work/sample/teacher_cache.zarr
-	HF_HUB_OFFLINE=1 $(MIMO) stage1 --config configs/sample.toml
-	HF_HUB_OFFLINE=1 $(MIMO) stage2 --config configs/sample.toml
-	HF_HUB_OFFLINE=1 $(MAKE) --no-print-directory baselines CONFIG=configs/sample.toml
-	HF_HUB_OFFLINE=1 $(MIMO) eval --config configs/sample.toml
+	$(MIMO) prepare --config $(CONFIG)
+	HF_HUB_OFFLINE=1 $(MIMO) teacher-cache --config $(CONFIG)
+	$(MIMO) cache verify $(WORK)/teacher_cache.zarr
+	HF_HUB_OFFLINE=1 $(MIMO) stage1 --config $(CONFIG)
+	HF_HUB_OFFLINE=1 $(MIMO) stage2 --config $(CONFIG)
+	HF_HUB_OFFLINE=1 $(MAKE) --no-print-directory baselines CONFIG=$(CONFIG)
+	HF_HUB_OFFLINE=1 $(MIMO) eval --config $(CONFIG)
 
 ## test: the test suite
 test: install

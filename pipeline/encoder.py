@@ -69,6 +69,9 @@ class Encoder:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         except Exception as err:
             raise MimoError(f"{role} model {cfg.model!r}: cannot load its config or tokenizer ({type(err).__name__}: {err})") from None
+        have = getattr(hf_config, "num_hidden_layers", None)
+        if getattr(cfg, "num_layers", 0) and have is not None and cfg.num_layers > have:
+            raise MimoError(f"{role} model {cfg.model!r}: num_layers {cfg.num_layers} exceeds its {have} layers")
         st = sentence_transformers_settings(model_dir, role)
         decoder = hf_config.model_type in DECODER_TYPES or bool(getattr(hf_config, "is_decoder", False))
         self.pooling = cfg.pooling if cfg.pooling != "auto" else st.get("pooling", "last" if decoder else "mean")
@@ -100,7 +103,8 @@ class Encoder:
             hf_logging.disable_progress_bar()
             try:  # students exported without a pooler: do not build one
                 model = auto_model(self.model_dir, without_pooler=not has_pooler_weights(self.model_dir),
-                                   dtype=self.weight_dtype, attn_implementation=self.attn_implementation)
+                                   num_layers=getattr(self.cfg, "num_layers", 0), dtype=self.weight_dtype,
+                                   attn_implementation=self.attn_implementation)
             except Exception as err:
                 raise MimoError(f"{self.role} model {self.cfg.model!r}: cannot load its weights ({type(err).__name__}: {err})") from None
             self.set_model(model)
@@ -178,6 +182,8 @@ class Encoder:
             "normalize": self.normalize, "query_prompt": self.cfg.query_prompt,
             "document_prompt": self.cfg.document_prompt,
             "end_token": None if self.end_id is None else self.tokenizer.convert_ids_to_tokens(self.end_id),
+            # absent when 0: old caches keep their keys
+            **({"num_layers": self.cfg.num_layers} if getattr(self.cfg, "num_layers", 0) else {}),
         }
 
     # ---- encoding ------------------------------------------------------------------------------

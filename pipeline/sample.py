@@ -42,6 +42,12 @@ class Sample:
         return {it.id: it for it in self.items[lang]}
 
 
+def validation_ids(sample: Sample) -> list[str]:
+    """A validation split carved from the training items (every 3rd: 40 of 120), for choices made
+    without looking at the held-out items (stand-in models, seeds, step counts)."""
+    return sample.ids("train")[::3]
+
+
 def join_sentences(sentences, lang: str) -> str:
     # Chinese and Japanese run sentences together; the others separate them with a space.
     return ("" if lang in ("zh", "ja") else " ").join(sentences)

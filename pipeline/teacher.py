@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pipeline.encoder import COMPUTE_DTYPES, DECODER_TYPES, Encoder, pick_device, release_freed_memory  # noqa: F401
 from pipeline.errors import MimoError
-from pipeline.model_files import (BUNDLED, has_pooler_weights, resolve_model_dir,  # noqa: F401
+from pipeline.model_files import (BUNDLED, has_pooler_weights, quiet_load, resolve_model_dir,  # noqa: F401
                                   sentence_transformers_settings)
 from pipeline.pooling import POOLINGS
 
@@ -35,6 +35,8 @@ class TeacherConfig:
     compute_dtype: str = "auto"
     attn_implementation: str = "auto"  # auto: flash_attention_2 if installed on GPU, else sdpa, else eager (as the model supports)
     max_batch_tokens: int = 0  # padded tokens per forward pass; 0: 2048 on CPU (cache-sized), 32768 on GPU
+    # 0: all of the model's layers; N: only its first N (a truncated student's zero-shot eval row)
+    num_layers: int = 0
 
     def __post_init__(self):
         if self.backend not in ("transformers", "vllm"):
@@ -49,6 +51,22 @@ class TeacherConfig:
             raise MimoError(f"teacher.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, not {self.compute_dtype!r}")
         if self.max_batch_tokens < 0:
             raise MimoError("teacher.max_batch_tokens must be positive (or 0 for the device's default)")
+        if self.num_layers < 0:
+            raise MimoError(f"teacher.num_layers must be 0 (all layers) or positive, not {self.num_layers}")
+
+
+@contextlib.contextmanager
+def quiet_load(quiet: bool = True):
+    """transformers at error verbosity: loading a model's first N layers would log every unread weight."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    if quiet:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 # The teacher's transformers backend is the encoder itself (role "teacher", the default): one class,

@@ -34,6 +34,8 @@ class Stage1Config:
     cache: str = "work/paper/teacher_cache.zarr"
     out_dir: str = "work/paper/stage1"
     student: str = "xlm-roberta-large"
+    student_layers: int = 0  # 0: all; N: the student's first N layers (the embedded default's weak student)
+    freeze_embeddings: bool = False  # True: no gradient for the token embeddings (CPU speed; trainer/student.py)
     pooling: str = "mean"
     lr: float = 1e-4  # Table 6
     warmup_ratio: float = 0.1
@@ -74,7 +76,7 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
     texts = table.column("text").to_pylist()
 
     torch.manual_seed(cfg.seed)
-    student, tokenizer = load_student(cfg.student, targets.dim, cfg.pooling)
+    student, tokenizer = load_student(cfg.student, targets.dim, cfg.pooling, cfg.student_layers, cfg.freeze_embeddings)
     check_teacher_dim(targets, student.projection.out_features)
     rank, size = distributed.world()
     device = pick_device("auto")  # this rank's GPU (LOCAL_RANK), else the CPU

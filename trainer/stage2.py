@@ -48,6 +48,8 @@ class Stage2Config:
     method: str = "mimo"
     init: str = "work/paper/stage1"  # a Stage-1 output directory (student in model/, psi in projection.pt); "" = none
     student: str = "xlm-roberta-large"  # used when init is ""
+    student_layers: int = 0  # with init "": the student's first N layers (0: all); a Stage-1 output keeps its own
+    freeze_embeddings: bool = False  # True: no gradient for the token embeddings (CPU speed; trainer/student.py)
     pooling: str = "mean"
     lam: float = 0.2  # lambda, the XLCO weight (MIMO)
     # Distill = (d_q + d_p) / 2 as the authors' code (mean) or d_q + d_p as the paper's equation (sum)
@@ -101,7 +103,7 @@ class Stage2Config:
 def load_initial_student(cfg: Stage2Config, targets: TeacherTargets):
     teacher_dim = targets.dim
     if not cfg.init:
-        return load_student(cfg.student, teacher_dim, cfg.pooling)
+        return load_student(cfg.student, teacher_dim, cfg.pooling, cfg.student_layers, cfg.freeze_embeddings)
     init = Path(cfg.init)
     if not (init / "model").is_dir() or not (init / "projection.pt").is_file():
         raise MimoError(f"init {init}: not a finished Stage-1 output (model/ and projection.pt expected)")
@@ -112,7 +114,7 @@ def load_initial_student(cfg: Stage2Config, targets: TeacherTargets):
         if diffs:
             raise MimoError(f"init {init} was trained against a teacher cache built under other settings "
                             f"({', '.join(f'{k}: {theirs.get(k)!r} vs {targets.fingerprint.get(k)!r}' for k in diffs)})")
-    student, tokenizer = load_student(str(init / "model"), teacher_dim, cfg.pooling)
+    student, tokenizer = load_student(str(init / "model"), teacher_dim, cfg.pooling, freeze_embeddings=cfg.freeze_embeddings)
     psi = torch.load(init / "projection.pt", map_location="cpu", weights_only=True)
     if psi["weight"].shape != student.projection.weight.shape:
         raise MimoError(f"init {init}: psi maps to {psi['weight'].shape[0]}-d, the teacher cache holds {teacher_dim}-d")

