@@ -55,20 +55,6 @@ class TeacherConfig:
             raise MimoError(f"teacher.num_layers must be 0 (all layers) or positive, not {self.num_layers}")
 
 
-@contextlib.contextmanager
-def quiet_load(quiet: bool = True):
-    """transformers at error verbosity: loading a model's first N layers would log every unread weight."""
-    from transformers.utils import logging as hf_logging
-
-    before = hf_logging.get_verbosity()
-    if quiet:
-        hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(before)
-
-
 # The teacher's transformers backend is the encoder itself (role "teacher", the default): one class,
 # so that what a test or a benchmark sets on TransformersTeacher holds for every encoder.
 TransformersTeacher = Encoder
