@@ -21,10 +21,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import MimoError
-from pipeline.languages import check_languages
-from pipeline.readers import fetch_dataset_file, read_aligned_text, read_columns
+from pipeline.readers import fetch_dataset_file
 from pipeline.sample import load_sample, sample_parallel_sentences
-from pipeline.stage1_data import FILTERS, HUB_SUBSET_NAMES, STAGE1_SCHEMA, Stage1DataConfig, _english_key, draft
+from pipeline.stage1_data import (FILTERS, HUB_SUBSET_NAMES, STAGE1_SCHEMA, Stage1DataConfig, _english_key, _local_pairs,
+                                  draft)
 from pipeline.worklist import text_id
 
 
@@ -97,22 +97,9 @@ def _hub_sources(cfg: Stage1DataConfig, lang: str, listings: dict[str, list[str]
 
 
 def _local_sources(cfg: Stage1DataConfig) -> dict[str, list[Source]]:
-    by_lang: dict[str, list] = {}
-    for entry in cfg.local_files:
-        lang, sep, spec = entry.partition(":")
-        if not sep or not spec:
-            raise MimoError(f"stage1.local_files entry {entry!r}: expected LANG:PATH or LANG:EN_PATH+XX_PATH")
-        check_languages([lang], f"stage1.local_files entry {entry!r}")
-        if "+" in spec:
-            en_path, xx_path = spec.split("+", 1)
-            columns = read_aligned_text(en_path, xx_path)
-        else:
-            columns = read_columns(spec, ("english", "non_english"), header=True)  # a TSV must name its columns
-            for row, (e, x) in enumerate(zip(columns["english"], columns["non_english"])):
-                if e is None or x is None:
-                    raise MimoError(f"{spec}: row {row}: missing text")
-        by_lang.setdefault(lang, []).append(_table_source(spec, columns))
-    return by_lang
+    """The local files, read as the in-memory path reads them (header, missing-text checks)."""
+    return {lang: [_table_source(spec, columns) for spec, columns in entries]
+            for lang, entries in _local_pairs(cfg).items()}
 
 
 def _filter_batch(cfg: Stage1DataConfig, english: pa.ChunkedArray, other: pa.ChunkedArray,
