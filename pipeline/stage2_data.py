@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from pipeline.errors import MimoError
 from pipeline.languages import LANGUAGES, MMARCO_NAMES, check_languages
-from pipeline.readers import _lines, fetch_dataset_file, read_columns
+from pipeline.readers import _lines, fetch_dataset_file, read_columns, trec_judgment
 from pipeline.sample import load_sample
 from pipeline.worklist import text_id
 
@@ -98,9 +98,10 @@ def _read_pairs(path: Path) -> list[tuple[str, str]]:
         if not fields:
             continue
         if len(fields) == 4:  # TREC qrels: qid iteration pid relevance
-            if fields[3] in ("0", "-1"):
+            qid, pid, relevance = trec_judgment(fields, f"{path}:{number}")
+            if relevance in ("0", "-1"):
                 continue
-            pair = (fields[0], fields[2])
+            pair = (qid, pid)
         elif len(fields) in (2, 3):
             pair = (fields[0], fields[1])
         else:
