@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import torch
 import zarr
 
+from pipeline.config import changed_settings
 from pipeline.errors import MimoError
 
 FORMAT_VERSION = 1
@@ -178,7 +179,7 @@ class VectorStore:
     def _check_identity(self, fingerprint: dict, dim: int | None, dtype: str) -> None:
         stored = self.meta["fingerprint"]
         diffs = [f"{k}: store has {stored.get(k)!r}, this run has {fingerprint.get(k)!r}"
-                 for k in sorted(set(stored) | set(fingerprint)) if stored.get(k) != fingerprint.get(k)]
+                 for k in changed_settings(stored, fingerprint)]
         if dtype != self.meta["dtype"]:
             diffs.append(f"dtype: store has {self.meta['dtype']!r}, this run has {dtype!r}")
         if diffs:
