@@ -40,6 +40,7 @@ import zarr
 
 from pipeline.config import changed_settings
 from pipeline.errors import MimoError
+from pipeline.outputs import write_file_atomically
 
 FORMAT_VERSION = 1
 ATTR = "mimo_teacher_cache"
@@ -156,23 +157,7 @@ class VectorStore:
             self.fs.pipe_file(path, data)
             return True
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            if exclusive:
-                try:
-                    os.link(tmp, path)  # atomic create-if-absent
-                except FileExistsError:
-                    return False
-            else:
-                os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return True
+        return write_file_atomically(path, lambda fh: fh.write(data), f"{path}.tmp-{uuid.uuid4().hex}", exclusive)
 
     # ---- identity ---------------------------------------------------------------------------
 
