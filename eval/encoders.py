@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Optional
 import numpy as np
 
 from pipeline.errors import MimoError
+from pipeline.outputs import write_file_atomically
 
 PART_ROWS = 8192  # texts per resumable part: minutes of work on a CPU, seconds on a GPU
 
@@ -179,9 +179,4 @@ def _save(path: Path, array: np.ndarray) -> None:
     checksum beside it (written first) lets a later read tell a changed byte from the real vectors."""
     for target, write in ((_digest_path(path), lambda fh: fh.write(_digest(array).encode())),
                           (path, lambda fh: np.save(fh, array))):
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        write_file_atomically(target, write, target.with_name(target.name + ".tmp"))

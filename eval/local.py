@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from eval.benchmark import Benchmark, parallel_qa
 from pipeline.errors import MimoError
-from pipeline.readers import _lines, json_rows
+from pipeline.readers import _lines, json_rows, trec_qrels
 
 ALIASES = {"id": ("id", "_id"), "query_id": ("query_id", "query-id", "qid"),
            "doc_id": ("doc_id", "corpus-id", "docid", "corpus_id"), "relevance": ("relevance", "score", "label")}
@@ -106,13 +106,8 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
         judged[str(doc)] = grade
 
     if path.suffix in (".trec", ".txt"):
-        for number, line in _lines(path):
-            if not line.strip():
-                continue
-            fields = line.split()
-            if len(fields) != 4:
-                raise MimoError(f"{path}:{number}: a TREC qrels line has 4 fields (qid iter docid rel), found {len(fields)}")
-            add(f"{path}:{number}", fields[0], fields[2], fields[3])
+        for where, qid, doc, grade in trec_qrels(path):
+            add(where, qid, doc, grade)
     else:
         for where, row in read_rows(path):
             add(where, _field(row, "query_id", where), _field(row, "doc_id", where), _field(row, "relevance", where))

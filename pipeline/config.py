@@ -200,6 +200,11 @@ def load_config(cls, step: str, path: str | Path | None = None, overrides=()):
     return cfg
 
 
+def changed_settings(before: dict, now: dict) -> list[str]:
+    """The keys, sorted, whose values differ between two flat dicts (fingerprints, resolved settings)."""
+    return [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+
+
 def config_to_dict(cfg) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(cfg):

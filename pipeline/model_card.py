@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
 from pathlib import Path
 
 from pipeline.errors import MimoError
+from pipeline.ranks import torchrun_world
 
 E5_SMALL = "intfloat/multilingual-e5-small"
 # licenses of the students this project trains (their hub model cards); others: a local folder's card, else "other"
@@ -58,7 +58,7 @@ def hardware(device) -> str:
     """What the run trained on, e.g. `2 x NVIDIA H100 80GB HBM3` or `CPU (16 threads, x86_64)`."""
     import torch
 
-    world = int(os.environ.get("WORLD_SIZE", 1))
+    world = torchrun_world()[1]
     if getattr(device, "type", str(device)) == "cuda":
         return f"{world} x {torch.cuda.get_device_name(device)}"
     return f"CPU ({torch.get_num_threads()} threads, {platform.machine()})" + (f" x {world}" if world > 1 else "")

@@ -18,6 +18,30 @@ import pyarrow.parquet as pq
 from pipeline.errors import MimoError
 
 
+def write_file_atomically(path: str | Path, write, tmp: str | Path | None = None, exclusive: bool = False) -> bool:
+    """Write `path` through `write(fh)` so that no reader sees half of it: into `tmp` beside it (default
+    `<name>.tmp-<pid>`), flushed to disk, then renamed over `path`. `exclusive`: linked instead, so an
+    existing `path` is kept and False returned. The temporary file never outlives the call (a kill -9
+    aside: whoever owns the folder sweeps those)."""
+    path = Path(path)
+    tmp = Path(tmp) if tmp is not None else path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if exclusive:
+            try:
+                os.link(tmp, path)  # atomic create-if-absent
+            except FileExistsError:
+                return False
+        else:
+            os.replace(tmp, path)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _previous_output_of(out_dir: Path, step: str) -> bool:
     try:
         return json.loads((out_dir / "config.json").read_text(encoding="utf-8")).get("_step") == step

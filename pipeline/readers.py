@@ -50,6 +50,22 @@ def _lines(path: Path):
             yield number, line.rstrip("\r\n")
 
 
+def trec_judgment(fields: list[str], where: str) -> tuple[str, str, str]:
+    """(query id, document id, relevance) of one TREC qrels line split into `qid iteration docid relevance`."""
+    if len(fields) != 4:
+        raise MimoError(f"{where}: a TREC qrels line has 4 fields (qid iter docid rel), found {len(fields)}")
+    return fields[0], fields[2], fields[3]
+
+
+def trec_qrels(path: Path):
+    """Yield (where, query id, document id, relevance string) for each non-blank line of a TREC qrels file."""
+    for number, line in _lines(path):
+        fields = line.split()
+        if fields:
+            where = f"{path}:{number}"
+            yield (where, *trec_judgment(fields, where))
+
+
 def read_columns(path: str | Path, columns: tuple[str, ...], keep=None, header: bool = False) -> dict[str, list]:
     """Read `columns` from a .tsv, .jsonl or .parquet file into lists.
 

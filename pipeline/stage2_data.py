@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from pipeline.errors import MimoError
 from pipeline.languages import LANGUAGES, MMARCO_NAMES, check_languages
-from pipeline.readers import fetch_dataset_file, read_columns
+from pipeline.readers import _lines, fetch_dataset_file, read_columns, trec_judgment
 from pipeline.sample import load_sample
 from pipeline.worklist import text_id
 
@@ -93,25 +93,22 @@ def _fetch(cfg: Stage2DataConfig, relpath: str) -> Path:
 def _read_pairs(path: Path) -> list[tuple[str, str]]:
     """Distinct (qid, positive pid) from a triples file or TREC qrels (qid 0 pid rel), in file order."""
     seen, pairs = set(), []
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            try:
-                fields = raw.decode("utf-8").split()
-            except UnicodeDecodeError:
-                raise MimoError(f"{path}:{number}: invalid UTF-8") from None
-            if not fields:
+    for number, line in _lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) == 4:  # TREC qrels: qid iteration pid relevance
+            qid, pid, relevance = trec_judgment(fields, f"{path}:{number}")
+            if relevance in ("0", "-1"):
                 continue
-            if len(fields) == 4:  # TREC qrels: qid iteration pid relevance
-                if fields[3] in ("0", "-1"):
-                    continue
-                pair = (fields[0], fields[2])
-            elif len(fields) in (2, 3):
-                pair = (fields[0], fields[1])
-            else:
-                raise MimoError(f"{path}:{number}: expected qid<TAB>pid[<TAB>neg] or TREC qrels, found {len(fields)} fields")
-            if pair not in seen:
-                seen.add(pair)
-                pairs.append(pair)
+            pair = (qid, pid)
+        elif len(fields) in (2, 3):
+            pair = (fields[0], fields[1])
+        else:
+            raise MimoError(f"{path}:{number}: expected qid<TAB>pid[<TAB>neg] or TREC qrels, found {len(fields)} fields")
+        if pair not in seen:
+            seen.add(pair)
+            pairs.append(pair)
     return pairs
 
 

@@ -38,7 +38,9 @@ import pyarrow.parquet as pq
 import torch
 import zarr
 
+from pipeline.config import changed_settings
 from pipeline.errors import MimoError
+from pipeline.outputs import write_file_atomically
 
 FORMAT_VERSION = 1
 ATTR = "mimo_teacher_cache"
@@ -155,30 +157,14 @@ class VectorStore:
             self.fs.pipe_file(path, data)
             return True
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            if exclusive:
-                try:
-                    os.link(tmp, path)  # atomic create-if-absent
-                except FileExistsError:
-                    return False
-            else:
-                os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return True
+        return write_file_atomically(path, lambda fh: fh.write(data), f"{path}.tmp-{uuid.uuid4().hex}", exclusive)
 
     # ---- identity ---------------------------------------------------------------------------
 
     def _check_identity(self, fingerprint: dict, dim: int | None, dtype: str) -> None:
         stored = self.meta["fingerprint"]
         diffs = [f"{k}: store has {stored.get(k)!r}, this run has {fingerprint.get(k)!r}"
-                 for k in sorted(set(stored) | set(fingerprint)) if stored.get(k) != fingerprint.get(k)]
+                 for k in changed_settings(stored, fingerprint)]
         if dtype != self.meta["dtype"]:
             diffs.append(f"dtype: store has {self.meta['dtype']!r}, this run has {dtype!r}")
         if diffs:

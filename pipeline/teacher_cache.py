@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import config_to_dict
 from pipeline.errors import MimoError
+from pipeline.ranks import env_int
 from pipeline.store import FORMAT_VERSION, STORE_DTYPES, VectorStore
 from pipeline.teacher import TeacherConfig
 from pipeline.worklist import ROLES, WORKLIST_SCHEMA
@@ -49,20 +50,13 @@ class TeacherCacheConfig:
 def worker_position(cfg: TeacherCacheConfig) -> tuple[int, int]:
     """(rank, world size) from the config, else torchrun's or SLURM's environment, else (0, 1)."""
     env = os.environ
-
-    def number(name: str, default: int = 0) -> int:
-        try:
-            return int(env.get(name) or default)
-        except ValueError:
-            raise MimoError(f"environment variable {name}={env[name]!r} is not an integer") from None
-
-    world = cfg.world_size if cfg.world_size > 0 else (number("WORLD_SIZE") or number("SLURM_ARRAY_TASK_COUNT") or 1)
+    world = cfg.world_size if cfg.world_size > 0 else (env_int("WORLD_SIZE") or env_int("SLURM_ARRAY_TASK_COUNT") or 1)
     if cfg.rank >= 0:
         rank = cfg.rank
     elif "RANK" in env:
-        rank = number("RANK")
+        rank = env_int("RANK")
     elif "SLURM_ARRAY_TASK_ID" in env:
-        rank = number("SLURM_ARRAY_TASK_ID") - number("SLURM_ARRAY_TASK_MIN")
+        rank = env_int("SLURM_ARRAY_TASK_ID") - env_int("SLURM_ARRAY_TASK_MIN")
     else:
         rank = 0
     if not 0 <= rank < world:

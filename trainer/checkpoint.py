@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import MimoError
+from pipeline.outputs import write_file_atomically
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -38,9 +39,7 @@ def save_checkpoint(out_dir: Path, step: int, student, optimizer, scheduler, ext
     }
     state["blake2b"] = content_digest(state)  # torch's zip reader checks no CRC: a flipped byte would load
     path = out_dir / CHECKPOINT
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_file_atomically(path, lambda fh: torch.save(state, fh), path.with_suffix(f".tmp-{os.getpid()}"))
     return path
 
 

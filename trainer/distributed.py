@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +30,12 @@ import torch
 import torch.distributed as dist
 
 from pipeline.errors import MimoError
+from pipeline.ranks import torchrun_world
 
 
 def world() -> tuple[int, int]:
     """(rank, world size): torchrun's environment, else (0, 1)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return torchrun_world()
 
 
 def init_if_needed(device: torch.device) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from pipeline.config import config_to_dict, write_resolved_config
+from pipeline.config import changed_settings, config_to_dict, write_resolved_config
 from pipeline.errors import MimoError
 from pipeline.outputs import _previous_output_of
 from trainer.checkpoint import CHECKPOINT
@@ -56,8 +56,8 @@ def run_identity(cfg, step: str, data_files, teacher_fingerprint: dict | None) -
 def differences(before: dict, now: dict) -> list[str]:
     """`name: checkpoint's value -> this run's value`, one entry per differing setting."""
     a, b = _flat(before.get("settings") or {}), _flat(now.get("settings") or {})
-    out = [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
-           if key.split(".")[-1] not in RUN_CONTROL and a.get(key) != b.get(key)]
+    out = [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in changed_settings(a, b)
+           if key.split(".")[-1] not in RUN_CONTROL]
     # None: recorded by a version that kept no digests
     if before.get("data") is not None and before["data"] != now["data"]:
         out.append("data (the contents of the data table changed)")
