@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from pipeline.errors import MimoError
+from pipeline.model_files import E5_SMALL
 from pipeline.ranks import torchrun_world
 
-E5_SMALL = "intfloat/multilingual-e5-small"
 # licenses of the students this project trains (their hub model cards); others: a local folder's card, else "other"
 BASE_LICENSES = {"xlm-roberta-large": "mit", "FacebookAI/xlm-roberta-large": "mit", "xlm-roberta-base": "mit",
                  "FacebookAI/xlm-roberta-base": "mit", "jhu-clsp/mmBERT-base": "mit", E5_SMALL: "mit"}

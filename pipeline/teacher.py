@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pipeline.encoder import COMPUTE_DTYPES, DECODER_TYPES, Encoder, pick_device, release_freed_memory  # noqa: F401
 from pipeline.errors import MimoError
-from pipeline.model_files import (BUNDLED, has_pooler_weights, quiet_load, resolve_model_dir,  # noqa: F401
+from pipeline.model_files import (BUNDLED, has_pooler_weights, resolve_model_dir,  # noqa: F401
                                   sentence_transformers_settings)
 from pipeline.pooling import POOLINGS
 

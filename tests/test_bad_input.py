@@ -6,7 +6,6 @@ the bytes mean, never a traceback and never a silently different result."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 import re
