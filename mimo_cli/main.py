@@ -275,7 +275,7 @@ def eval_(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] 
 @app.command()
 @one_line_errors
 def push(
-    folder: str = typer.Argument(..., help="A training output (e.g. work/paper/stage2) or its model/ folder."),
+    folder: str = typer.Argument(..., help="A training output (e.g. work/paper/stage2-mimo) or its model/ folder."),
     repo_id: str = typer.Argument(..., help="The hub repository, e.g. you/mimo-xlmr-large."),
     private: bool = typer.Option(False, help="Create the repository as private."),
     revision: Optional[str] = typer.Option(None, help="Branch to push to (default: main)."),
