@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 import zarr
 
-from pipeline.cache_index import IdIndex, ShardMaps, id_keys
+from pipeline.cache_index import IdIndex, MappedRegion, ShardMaps, id_keys
 from pipeline.cache_read import TeacherTargets
 from pipeline.errors import MimoError
 from pipeline.store import PLAN_SCHEMA, VectorStore, from_storage, to_storage
@@ -62,6 +62,13 @@ def test_mapped_reads_equal_zarr_across_segments_and_partial_shards(tmp_path, dt
     reference = zarr_rows(store, picked)
     assert np.array_equal(raw, from_storage(reference, dtype))
     assert np.array_equal(targets.fetch(where).numpy(), from_storage(reference, dtype))
+    # the two gather paths (one mapped region; a mapping per shard file) read the same bytes
+    assert targets.maps.region is not None or not MappedRegion.available()
+    per_file = ShardMaps(targets.store, targets.segments, region=False)
+    assert per_file.region is None
+    assert np.array_equal(per_file.gather(where), targets.maps.gather(where))
+    assert np.array_equal(per_file.gather(where[:0]), targets.maps.gather(where[:0]))
+    per_file.close()
 
 
 def test_id_index_lookup_and_bad_ids(tmp_path):
@@ -77,14 +84,20 @@ def test_id_index_lookup_and_bad_ids(tmp_path):
         index.lookup([ids[0], "short"])
 
 
-def test_absent_chunk_reads_as_zeros_and_compressed_store_is_refused(tmp_path):
+@pytest.mark.parametrize("region", [True, False], ids=["one-region", "per-file"])
+def test_absent_chunk_reads_as_zeros_and_compressed_store_is_refused(tmp_path, region):
+    if region and not MappedRegion.available():
+        pytest.skip("one mapped region needs POSIX mmap")
     store, texts = write_store(tmp_path / "s.zarr", [16])
     seg = store.segments()[0]
     array = zarr.open_array(store._zarr_store(), mode="r+", path=f"{seg.name}/vectors")
     array[4:8] = 0  # an all-fill-value chunk: Zarr removes it from the shard
-    maps = ShardMaps(store, store.segments())
+    maps = ShardMaps(store, store.segments(), region=region)
+    assert (maps.region is not None) == region
     assert maps.chunk_offset[0, 1] == -1
     assert np.array_equal(maps.gather(np.arange(16)), store.read_segment(seg))
+    assert np.array_equal(maps.gather(np.array([5, 0, 5, 15])), store.read_segment(seg)[[5, 0, 5, 15]])
+    maps.close()
 
     other = VectorStore(str(tmp_path / "z.zarr"), fingerprint={"model": "test"}, dim=8, rows_per_shard=16,
                         rows_per_chunk=4, create=True)
