@@ -40,13 +40,26 @@ HEX_DIGIT = np.full(256, 255, dtype=np.uint8)
 HEX_DIGIT[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
 
 
+BLOCK = 1 << 20  # ids converted at a time: bounds id_keys' (n, 32)-byte temporaries to ~100 MB
+
+
 def id_keys(ids) -> tuple[np.ndarray, np.ndarray]:
     """Text ids (an Arrow string column or a list of str) -> their 128 bits as (high, low) uint64 arrays.
 
-    Vectorized: the column's bytes are viewed as (n, 32) hex digits, never as Python strings.
+    Vectorized: the column's bytes are viewed as (n, 32) hex digits, never as Python strings;
+    converted BLOCK ids at a time (6.5M ids at once would hold ~1 GB of temporaries).
     """
     if not isinstance(ids, (pa.Array, pa.ChunkedArray)):
         ids = pa.array(list(ids), type=pa.string())
+    if len(ids) <= BLOCK:
+        return _id_keys(ids, 0)
+    high, low = np.empty(len(ids), np.uint64), np.empty(len(ids), np.uint64)
+    for start in range(0, len(ids), BLOCK):
+        high[start:start + BLOCK], low[start:start + BLOCK] = _id_keys(ids.slice(start, BLOCK), start)
+    return high, low
+
+
+def _id_keys(ids, first_row: int) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks() if ids.num_chunks != 1 else ids.chunk(0)
     if len(ids) == 0:
@@ -58,14 +71,15 @@ def id_keys(ids) -> tuple[np.ndarray, np.ndarray]:
     except pa.ArrowInvalid:
         lengths = pc.binary_length(ids).to_numpy(zero_copy_only=False)
         bad = int(np.nonzero(lengths != ID_WIDTH)[0][0])
-        raise MimoError(f"text id {ids[bad].as_py()!r} (row {bad}) is not {ID_WIDTH} characters long") from None
+        raise MimoError(f"text id {ids[bad].as_py()!r} (row {first_row + bad}) is not {ID_WIDTH} characters "
+                        "long") from None
     chars = np.frombuffer(fixed.buffers()[1], dtype=np.uint8, count=len(fixed) * ID_WIDTH,
                           offset=fixed.offset * ID_WIDTH).reshape(-1, ID_WIDTH)
     digits = HEX_DIGIT[chars]  # one table lookup a character: '0'..'9' -> 0..9, 'a'..'f' -> 10..15, else 255
     bad = (digits > 15).any(axis=1)
     if bad.any():
         row = int(np.nonzero(bad)[0][0])
-        raise MimoError(f"text id {ids[row].as_py()!r} (row {row}) is not lowercase hex")
+        raise MimoError(f"text id {ids[row].as_py()!r} (row {first_row + row}) is not lowercase hex")
     packed = (digits[:, 0::2] << 4) | digits[:, 1::2]  # (n, 16) bytes, most significant first
     words = packed.view(">u8")
     return words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
@@ -76,13 +90,13 @@ class IdIndex:
     whole column with `np.searchsorted` (16 bytes a key: 100 MB for 6.5M ids, no Python strings)."""
 
     def __init__(self, segments: list[Segment], rows_per_shard: int):
-        high, low, where = [np.empty(0, np.uint64)], [np.empty(0, np.uint64)], [np.empty(0, np.int64)]
+        n = sum(seg.rows for seg in segments)
+        high, low, where = np.empty(n, np.uint64), np.empty(n, np.uint64), np.empty(n, np.int64)
+        at = 0
         for seg in segments:
-            h, lo = id_keys(seg.plan.column("text_id"))
-            high.append(h)
-            low.append(lo)
-            where.append(seg.first_shard * rows_per_shard + np.arange(seg.rows, dtype=np.int64))
-        high, low, where = np.concatenate(high), np.concatenate(low), np.concatenate(where)
+            high[at:at + seg.rows], low[at:at + seg.rows] = id_keys(seg.plan.column("text_id"))
+            where[at:at + seg.rows] = seg.first_shard * rows_per_shard + np.arange(seg.rows, dtype=np.int64)
+            at += seg.rows
         order = np.lexsort((low, high))
         self.high, self.low, self.where = high[order], low[order], where[order]
 

@@ -31,7 +31,7 @@ class TeacherTargets:
 
     def __init__(self, url: str, verify: bool = False):
         self.store = VectorStore(url)
-        self.segments = self.store.segments()
+        self.segments = self.store.segments(columns=["text_id"])
         pending = self.store.pending_shards(self.segments)
         if pending:
             raise MimoError(f"{url}: teacher cache incomplete, {len(pending)} shard(s) not done (rerun teacher-cache)")

@@ -84,6 +84,23 @@ def test_id_index_lookup_and_bad_ids(tmp_path):
         index.lookup([ids[0], "short"])
 
 
+def test_id_keys_in_blocks_equal_one_pass_and_name_the_right_row(tmp_path, monkeypatch):
+    import pipeline.cache_index as cache_index
+
+    store, texts = write_store(tmp_path / "s.zarr", [37, 9])
+    ids = [text_id("document", 256, t) for t in texts]
+    whole = id_keys(ids)
+    index = IdIndex(store.segments(), store.rows_per_shard)
+    monkeypatch.setattr(cache_index, "BLOCK", 5)  # 46 ids: 10 blocks, the last one partial
+    blocked = id_keys(pa.chunked_array([pa.array(ids[:7]), pa.array(ids[7:])]))
+    assert all(np.array_equal(a, b) for a, b in zip(whole, blocked))
+    small = IdIndex(store.segments(), store.rows_per_shard)
+    assert all(np.array_equal(getattr(index, k), getattr(small, k)) for k in ("high", "low", "where"))
+    assert np.array_equal(small.lookup(ids[::-1])[0], index.lookup(ids[::-1])[0])
+    with pytest.raises(MimoError, match=r"\(row 12\) is not lowercase hex"):
+        id_keys(ids[:12] + [ids[12].upper()] + ids[13:])
+
+
 @pytest.mark.parametrize("region", [True, False], ids=["one-region", "per-file"])
 def test_absent_chunk_reads_as_zeros_and_compressed_store_is_refused(tmp_path, region):
     if region and not MappedRegion.available():
