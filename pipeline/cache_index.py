@@ -10,9 +10,9 @@ Two pieces, both sized for the paper's ~6.5M rows x 4096 dims (53 GB of bf16):
   an index of (offset, length) per chunk at the end (the Zarr v3 `sharding_indexed` codec); a row
   is then a fixed-size byte range of one file. Reads go through the page cache, which every
   process on the machine shares: 8 training ranks hold one copy of the targets, not eight.
-  On Linux and macOS the shard files are mapped back to back into one reserved range of address
-  space (`MappedRegion`), so that a batch of random rows is one `np.take` (a memcpy per row in C)
-  instead of a Python loop over rows: ~10x the rows/s (bench/RESULTS.md, "Target loading").
+  What limits random reads is not the copy but the page faults of first touching a mapped page
+  in this process (~1 per row); `prefault` fills the page tables at open (Linux
+  MADV_POPULATE_READ, ~1 s per 8 GB warm) when the store fits comfortably in memory.
 
 A location is `first_shard * rows_per_shard + row in segment` (segments start on a shard
 boundary), so `location // rows_per_shard` is the store's global shard number.
@@ -20,12 +20,9 @@ boundary), so `location // rows_per_shard` is the store's global shard number.
 
 from __future__ import annotations
 
-import ctypes
 import json
-import math
 import mmap
 import os
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -120,69 +117,16 @@ class IdIndex:
         return np.where(found, self.where[pos], -1), found
 
 
-class MappedRegion:
-    """Files mapped read-only, back to back, into one reserved range of address space.
-
-    File k starts at `k * stride` bytes (stride: the largest file rounded up to a page and to a
-    row), so the whole range is one NumPy array of rows and a gather across files is one
-    `np.take`. The gaps between files stay unmapped (PROT_NONE): only rows inside a file are ever
-    indexed (ShardMaps checks every chunk's offset against its file's size). POSIX only (mmap with
-    MAP_FIXED over a PROT_NONE reservation, through ctypes); elsewhere `available()` is False.
-    """
-
-    MAP_FIXED = 0x10  # the same value on Linux and macOS
-
-    @staticmethod
-    def available() -> bool:
-        return sys.platform.startswith("linux") or sys.platform == "darwin"
-
-    def __init__(self, paths: list[str], sizes: list[int], row_bytes: int, dtype: np.dtype, dim: int):
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._mmap, self._munmap = libc.mmap, libc.munmap
-        self._mmap.restype, self._munmap.restype = ctypes.c_void_p, ctypes.c_int
-        self._mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                               ctypes.c_int64]
-        self._munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-        unit = math.lcm(mmap.PAGESIZE, row_bytes)
-        self.stride = -(-max(sizes, default=1) // unit) * unit
-        self.total = self.stride * max(len(paths), 1)
-        failed = ctypes.c_void_p(-1).value
-        base = self._mmap(None, self.total, 0, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)  # PROT_NONE
-        if base in (None, failed):
-            raise OSError(ctypes.get_errno(), f"cannot reserve {self.total} bytes of address space")
-        self.base = base
-        try:
-            for k, (path, size) in enumerate(zip(paths, sizes)):
-                if not size:
-                    continue
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    at = self._mmap(base + k * self.stride, size, mmap.PROT_READ, mmap.MAP_SHARED | self.MAP_FIXED,
-                                    fd, 0)
-                finally:
-                    os.close(fd)  # the mapping keeps the file open
-                if at != base + k * self.stride:
-                    raise OSError(ctypes.get_errno(), f"cannot map {path}")
-        except BaseException:
-            self.close()
-            raise
-        buffer = (ctypes.c_char * self.total).from_address(base)
-        self.rows = np.frombuffer(buffer, dtype=dtype).reshape(-1, dim)  # row r: bytes r*row_bytes.. of the range
-
-    def close(self) -> None:
-        if getattr(self, "base", None) is not None:
-            self.rows = None
-            self._munmap(self.base, self.total)
-            self.base = None
-
-    def __del__(self):
-        self.close()
-
-
 class ShardMaps:
     """Memory maps of a store's `vectors` shard files; `gather` copies rows out by location."""
 
-    def __init__(self, store: VectorStore, segments: list[Segment], region: bool | None = None):
+    MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14; Python 3.11 lacks the name
+
+    def __init__(self, store: VectorStore, segments: list[Segment], prefault: bool | None = None):
+        """prefault: fill this process's page tables for every mapping at open (None: when the shard
+        files take at most half of the machine's memory, so that populating them evicts nothing).
+        Without it the first touch of each mapped page faults, ~1 fault a row, which was most of the
+        cost of a random batch (bench/RESULTS.md); with the page cache cold it reads the store once."""
         if not store.local:
             raise MimoError(f"{store.url}: training reads the teacher cache through memory maps of local files; "
                             "copy the store to a local disk first (e.g. `aws s3 sync`)")
@@ -196,7 +140,8 @@ class ShardMaps:
         self.dim, self.rows_per_chunk = dim, rows_per_chunk
         # byte offset of every chunk in its shard file; -1: absent (all zeros)
         self.chunk_offset = np.full((n_shards, per_shard), -1, dtype=np.int64)
-        paths, sizes = [""] * n_shards, [0] * n_shards
+        self.maps: list[memoryview] = []
+        self._mmaps: list[mmap.mmap] = []
         for seg in segments:
             _check_layout(store, seg, rows_per_chunk)
             for k in range(-(-seg.rows // self.rows_per_shard)):
@@ -209,26 +154,27 @@ class ShardMaps:
                         raise MimoError(f"{path}: {size} bytes, too short for a shard of {per_shard} chunks")
                     fh.seek(size - index_bytes)
                     index = np.frombuffer(fh.read(index_bytes)[:-4], dtype="<u8").reshape(per_shard, 2)
-                present = index[:, 0] != EMPTY
-                bad = present & ((index[:, 1] != chunk_bytes) | (index[:, 0] + chunk_bytes > size))
-                if bad.any():
-                    raise MimoError(f"{path}: chunk {int(np.nonzero(bad)[0][0])} holds {int(index[bad][0, 1])} "
-                                    f"bytes, an uncompressed chunk {chunk_bytes}: not a layout the reader maps")
-                self.chunk_offset[shard, present] = index[present, 0].astype(np.int64)
-                paths[shard], sizes[shard] = path, size
-        self.region: MappedRegion | None = None
-        self.maps: list[memoryview] = []
-        self._mmaps: list[mmap.mmap] = []
-        aligned = bool((self.chunk_offset[self.chunk_offset >= 0] % self.row_bytes == 0).all())
-        if (MappedRegion.available() if region is None else region) and aligned:
-            # read-only shared mappings: pages live in the page cache, shared by every process
-            self.region = MappedRegion(paths, sizes, self.row_bytes, self.dtype, dim)
-            return
-        for path in paths:  # one mapping per file; gather copies row by row
-            with open(path, "rb") as fh:
-                mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            self._mmaps.append(mm)
-            self.maps.append(memoryview(mm))
+                    present = index[:, 0] != EMPTY
+                    bad = present & ((index[:, 1] != chunk_bytes) | (index[:, 0] + chunk_bytes > size))
+                    if bad.any():
+                        raise MimoError(f"{path}: chunk {int(np.nonzero(bad)[0][0])} holds {int(index[bad][0, 1])} "
+                                        f"bytes, an uncompressed chunk {chunk_bytes}: not a layout the reader maps")
+                    self.chunk_offset[shard, present] = index[present, 0].astype(np.int64)
+                    # read-only shared mapping: pages live in the page cache, shared by every process
+                    mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                self._mmaps.append(mm)
+                self.maps.append(memoryview(mm))
+        if prefault is None:
+            mapped = sum(len(mm) for mm in self._mmaps)
+            prefault = hasattr(os, "sysconf") and mapped <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+        self.prefaulted = False
+        if prefault and hasattr(mmap.mmap, "madvise"):
+            try:
+                for mm in self._mmaps:
+                    mm.madvise(self.MADV_POPULATE_READ)
+                self.prefaulted = True
+            except OSError:  # a kernel without MADV_POPULATE_READ: pages fault in on first touch instead
+                pass
 
     def gather(self, where: np.ndarray) -> np.ndarray:
         """Stored rows (n, dim) for the locations, in the given order."""
@@ -237,14 +183,6 @@ class ShardMaps:
         chunk, row = np.divmod(within, self.rows_per_chunk)
         base = self.chunk_offset[shard, chunk]
         offset = np.where(base >= 0, base + row * self.row_bytes, -1)
-        if self.region is not None:
-            rows = (shard * self.region.stride + offset) // self.row_bytes
-            absent = offset < 0
-            if not absent.any():
-                return np.take(self.region.rows, rows, axis=0)
-            out = np.zeros((len(where), self.dim), dtype=self.dtype)  # an absent chunk reads as the fill value, 0
-            out[~absent] = np.take(self.region.rows, rows[~absent], axis=0)
-            return out
         out = np.empty((len(where), self.dim), dtype=self.dtype)
         flat = memoryview(out.view(np.uint8).reshape(-1))
         rb, maps = self.row_bytes, self.maps
@@ -257,9 +195,6 @@ class ShardMaps:
         return out
 
     def close(self) -> None:
-        if self.region is not None:
-            self.region.close()
-            self.region = None
         for view in self.maps:
             view.release()
         for mm in self._mmaps:
