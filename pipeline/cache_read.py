@@ -29,7 +29,7 @@ class TeacherTargets:
     it once after a copy.
     """
 
-    def __init__(self, url: str, verify: bool = False):
+    def __init__(self, url: str, verify: bool = False, prefault: bool | None = None):
         self.store = VectorStore(url)
         self.segments = self.store.segments(columns=["text_id"])
         pending = self.store.pending_shards(self.segments)
@@ -43,7 +43,7 @@ class TeacherTargets:
         self.index = IdIndex(self.segments, self.store.rows_per_shard)
         self.fingerprint = self.store.meta["fingerprint"]
         self.dim, self.dtype = self.store.dim, self.store.dtype
-        self.maps = ShardMaps(self.store, self.segments) if self.store.local else None
+        self.maps = ShardMaps(self.store, self.segments, prefault) if self.store.local else None
         if verify:
             for seg in self.segments:
                 self._verify(seg)
