@@ -88,7 +88,15 @@ def memory() -> dict:
         fields[key] = int(value.split()[0]) / 1024
     return {"rss": fields["Rss"], "private": fields["Private_Clean"] + fields["Private_Dirty"],
             "shared": fields["Shared_Clean"] + fields["Shared_Dirty"], "pss": fields["Pss"],
-            "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec
+            "peak": _status_kib("VmHWM") / 1024}
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def rate(fn, batches) -> float:
@@ -202,7 +210,7 @@ def main() -> None:
     del ids
     mem = memory()
     print(f"open: {opened:.2f} s; resolve {len(where):,} ids: {resolved:.2f} s; RSS {mem['rss']:.0f} MiB "
-          f"(peak {mem['peak']:.0f})")
+          f"(private {mem['private']:.0f}, shared {mem['shared']:.0f}: mapped targets; peak {mem['peak']:.0f})")
     out = subprocess.run([sys.executable, __file__, "--index-only", str(args.resolve_ids)], capture_output=True,
                          text=True, check=True)
     idx = json.loads(out.stdout)
