@@ -29,9 +29,9 @@ class TeacherTargets:
     it once after a copy.
     """
 
-    def __init__(self, url: str, verify: bool = False):
+    def __init__(self, url: str, verify: bool = False, prefault: bool | None = None):
         self.store = VectorStore(url)
-        self.segments = self.store.segments()
+        self.segments = self.store.segments(columns=["text_id"])
         pending = self.store.pending_shards(self.segments)
         if pending:
             raise MimoError(f"{url}: teacher cache incomplete, {len(pending)} shard(s) not done (rerun teacher-cache)")
@@ -43,7 +43,7 @@ class TeacherTargets:
         self.index = IdIndex(self.segments, self.store.rows_per_shard)
         self.fingerprint = self.store.meta["fingerprint"]
         self.dim, self.dtype = self.store.dim, self.store.dtype
-        self.maps = ShardMaps(self.store, self.segments) if self.store.local else None
+        self.maps = ShardMaps(self.store, self.segments, prefault) if self.store.local else None
         if verify:
             for seg in self.segments:
                 self._verify(seg)
@@ -121,9 +121,9 @@ class TeacherTargets:
         """Never train on a target that is not a vector: NaN/inf, or all zeros (a chunk gone missing
         reads back as the fill value). Checked on the stored bits (bf16 is kept as uint16): no
         conversion on the CPU; ~10 ms for 2048 x 4096, small beside a step."""
-        if stored.dtype == np.uint16:  # bf16 bit patterns: exponent all ones is inf/NaN; sign aside, 0 is zero
-            finite = ((stored & 0x7F80) != 0x7F80).all(axis=1)
-            zero = ~(stored & 0x7FFF).any(axis=1)
+        if stored.dtype == np.uint16:  # bf16 bits, sign dropped: >= 0x7F80 (exponent all ones) is inf/NaN, 0 is zero
+            top = np.bitwise_and(stored, 0x7FFF).max(axis=1) if len(stored) else np.zeros(0, np.uint16)
+            finite, zero = top < 0x7F80, top == 0
         else:
             finite, zero = np.isfinite(stored).all(axis=1), ~stored.any(axis=1)
         bad = ~finite | zero

@@ -186,7 +186,9 @@ class VectorStore:
 
     # ---- segments and plans -----------------------------------------------------------------
 
-    def segments(self) -> list[Segment]:
+    def segments(self, columns: list[str] | None = None) -> list[Segment]:
+        """Every segment, its plan read whole or only `columns` (the trainer needs only text_id: the
+        texts of 6.5M rows would be gigabytes)."""
         names = sorted(Path(p).name for p in self.fs.glob(self._path("seg-*.plan.parquet")))
         out, first = [], 0
         for i, name in enumerate(names):
@@ -194,7 +196,7 @@ class VectorStore:
                 raise MimoError(f"{self.url}: segment plans are not numbered 0..{len(names) - 1} (found {name})")
             try:
                 with self.fs.open(self._path(name), "rb") as fh:
-                    plan = pq.read_table(fh, page_checksum_verification=True)
+                    plan = pq.read_table(fh, columns=columns, page_checksum_verification=True)
             except (pa.ArrowException, OSError) as err:
                 raise MimoError(f"{self.url}: segment plan {name} is unreadable ({type(err).__name__}: "
                                 f"{' '.join(str(err).split())[:200]})") from None
