@@ -72,7 +72,7 @@ class IdIndex:
     def __init__(self, segments: list[Segment], rows_per_shard: int):
         high, low, where = [np.empty(0, np.uint64)], [np.empty(0, np.uint64)], [np.empty(0, np.int64)]
         for seg in segments:
-            h, lo = id_keys(seg.plan.column("text_id"))
+            h, lo = id_keys(seg.ids)
             high.append(h)
             low.append(lo)
             where.append(seg.first_shard * rows_per_shard + np.arange(seg.rows, dtype=np.int64))

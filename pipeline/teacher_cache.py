@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import config_to_dict
@@ -86,18 +87,40 @@ def read_worklists(paths) -> pa.Table:
             table = table.cast(WORKLIST_SCHEMA)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise MimoError(f"{path}: worklist columns have the wrong types ({err})") from None
-        for i, (role, length, text) in enumerate(zip(table["role"].to_pylist(), table["max_length"].to_pylist(),
-                                                      table["text"].to_pylist())):
-            if role not in ROLES:
-                raise MimoError(f"{path}: row {i}: role {role!r} is not one of {', '.join(ROLES)}")
-            if not length or length < 1:
-                raise MimoError(f"{path}: row {i}: max_length must be a positive integer")
-            if not text or not text.strip():
-                raise MimoError(f"{path}: row {i}: empty text")
+        check_worklist_values(path, table)
         tables.append(table)
-    table = pa.concat_tables(tables)
-    _, first = np.unique(np.array(table["text_id"].to_pylist(), dtype=object), return_index=True)
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    # first row of each id (Arrow's hash table: codes in order of first appearance, no Python strings)
+    codes = pc.dictionary_encode(table.column("text_id").combine_chunks())
+    if len(codes.dictionary) == table.num_rows:
+        return table
+    _, first = np.unique(codes.indices.to_numpy(zero_copy_only=False), return_index=True)
     return table.take(np.sort(first))
+
+
+# Python's whitespace (the code points whose str.isspace() is true, which str.strip() removes)
+PY_WHITESPACE = (*range(0x9, 0xE), *range(0x1C, 0x21), 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
+                 0x202F, 0x205F, 0x3000)
+# a text that is empty or only such whitespace, as an RE2 pattern
+BLANK = "^[" + "".join(f"\\x{{{c:x}}}" for c in PY_WHITESPACE) + "]*$"
+
+
+def check_worklist_values(path, table: pa.Table) -> None:
+    """The first bad row, as one line: a role that is not query/document, a max_length below 1
+    (or null), a text that is null, empty or only whitespace (Python's `str.isspace`)."""
+    role, length, text = (table.column(c).combine_chunks() for c in ("role", "max_length", "text"))
+    bad_role = ~pc.fill_null(pc.is_in(role, value_set=pa.array(ROLES)), False).to_numpy(zero_copy_only=False)
+    bad_length = ~pc.fill_null(pc.greater_equal(length, 1), False).to_numpy(zero_copy_only=False)
+    blank = pc.match_substring_regex(text, BLANK)  # empty, or only characters Python's str.strip() removes
+    bad_text = pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
+    bad = bad_role | bad_length | bad_text
+    if bad.any():
+        i = int(np.argmax(bad))
+        if bad_role[i]:
+            raise MimoError(f"{path}: row {i}: role {role[i].as_py()!r} is not one of {', '.join(ROLES)}")
+        if bad_length[i]:
+            raise MimoError(f"{path}: row {i}: max_length must be a positive integer")
+        raise MimoError(f"{path}: row {i}: empty text")
 
 
 def make_teacher(cfg: TeacherConfig):
@@ -156,17 +179,15 @@ def redo_list(store: VectorStore, segments, verify: bool, echo) -> list:
 
 def cached_before(worklist: pa.Table, segments, pending) -> int:
     """How many of the worklist's texts are in shards already done (not merely planned)."""
-    pending_rows = {}
-    for _, seg, start, end in pending:
-        pending_rows.setdefault(seg.index, []).append((start, end))
-    wanted = set(worklist.column("text_id").to_pylist())
+    wanted = worklist.column("text_id").combine_chunks()
     count = 0
     for seg in segments:
-        ids = seg.plan.column("text_id").to_pylist()
-        todo = np.zeros(len(ids), dtype=bool)
-        for start, end in pending_rows.get(seg.index, ()):
-            todo[start:end] = True
-        count += sum(1 for tid, t in zip(ids, todo) if not t and tid in wanted)
+        done = np.ones(seg.rows, dtype=bool)
+        for _, s, start, end in pending:
+            if s.index == seg.index:
+                done[start:end] = False
+        held = pc.is_in(seg.ids, value_set=wanted).to_numpy(zero_copy_only=False)
+        count += int((done & held).sum())
     return count
 
 
@@ -179,7 +200,9 @@ def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
     has_work = True
     if VectorStore.exists(cfg.store):
         existing = VectorStore(cfg.store, print_, teacher.dim, cfg.dtype)  # refuse a mismatch before anything else
-        has_work = bool(existing.new_rows(worklist) or existing.shards_to_redo(existing.segments()) or cfg.verify)
+        held = existing.segments()
+        has_work = bool(len(existing.new_rows(worklist, held)) or existing.shards_to_redo(held) or cfg.verify)
+        del held
     if has_work:
         teacher.warm_up()  # weights on the device, one text encoded: fails here, before the store is touched
     store = VectorStore(cfg.store, print_, teacher.dim, cfg.dtype, cfg.rows_per_shard, cfg.rows_per_chunk, create=True)
@@ -188,14 +211,16 @@ def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
     pending_total = len(pending)
     mine = [p for p in pending if p[0] % world == rank]
     before = cached_before(worklist, segments, pending)
-    echo(f"teacher cache {cfg.store}: {worklist.num_rows} texts, {before} already "
+    texts = worklist.num_rows
+    del worklist  # the shards' rows come from the plan, row group by row group
+    echo(f"teacher cache {cfg.store}: {texts} texts, {before} already "
          f"cached; worker {rank}/{world} takes {len(mine)} of {pending_total} pending shards")
     progress = Progress(sum(end - start for _, _, start, end in mine), cfg.progress)
     stats = {"texts": 0, "tokens": 0, "truncated": 0}
     started = time.perf_counter()
     try:
         for shard, seg, start, end in mine:
-            rows = seg.plan.slice(start, end - start)
+            rows = seg.slice(start, end)
             vectors, ntokens, truncated = teacher.encode(
                 rows["text"].to_pylist(), rows["role"].to_pylist(), rows["max_length"].to_pylist(),
                 on_batch=progress.update)
