@@ -46,6 +46,7 @@ KINDS = (("opus", "document", 256, 5_500_000, 85, 0.6, 10, 480),
          ("query", "query", 512, 500_000, 33, 0.4, 8, 200),
          ("passage", "document", 512, 500_000, 330, 0.5, 40, 2000))
 BATCH = 200_000
+STUB = False  # --stub-model
 
 
 def _texts(keys: np.ndarray, lengths: np.ndarray, serial: np.ndarray):
@@ -109,10 +110,11 @@ def write_worklist(path: Path, scale: float, seed: int = 0) -> int:
 
 
 def write_tiny_worklist(big: Path, path: Path, rows: int = 2000) -> None:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(big)
-    pq.write_table(next(pf.iter_batches(batch_size=rows)), path, compression="zstd", write_page_checksum=True)
+    pq.write_table(pa.Table.from_batches([next(pf.iter_batches(batch_size=rows))]), path, compression="zstd", write_page_checksum=True)
 
 
 def write_model(path: Path) -> None:
@@ -130,6 +132,19 @@ def write_model(path: Path) -> None:
 
 
 # ---- the child: `mimo <args>` with the cache's phases timed in the same process -------------------
+
+def stub_encode(self, texts, roles, max_lengths, on_batch=None):
+    """In place of the encoder (--stub-model): unit vectors drawn from each text's length, a token
+    count per text, no tokenizer and no forward pass. Only the store's work is left to time."""
+    n = len(texts)
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=n)
+    ntokens = np.minimum(lengths // 3 + 2, np.asarray(max_lengths)).astype(np.int32)
+    vectors = np.random.default_rng(int(lengths.sum())).standard_normal((n, self.dim), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    if on_batch is not None:
+        on_batch(n, int(ntokens.sum()))
+    return vectors, ntokens, np.zeros(n, dtype=bool)
+
 
 def child(timing_path: str, args: list[str]) -> None:
     started = time.perf_counter()
@@ -156,7 +171,10 @@ def child(timing_path: str, args: list[str]) -> None:
 
         setattr(owner, name, wrapper)
 
+    if os.environ.get("BENCH_STUB_MODEL") == "1":
+        Encoder.encode = stub_encode
     timed(Encoder, "encode", "model: encode (tokenize + forward)")
+    timed(tc, "make_teacher", "model: make teacher (config, tokenizer)")
     timed(Encoder, "warm_up", "model: load weights, encode one text")
     timed(tc, "read_worklists", "read worklist")
     timed(store_mod.VectorStore, "plan", "plan (segments, new rows, plan file, arrays)")
@@ -189,7 +207,9 @@ def run_child(args: list[str], timing: Path, log: Path, kill_when=None, first_ne
     seconds from start until it first returns true are reported as `first_new_s`.
     """
     cmd = [sys.executable, "-m", "bench.bench_cache_scale", "--child", str(timing), "--", *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # one thread: on a shared 2-core box torch's second thread spin-waits (6x slower forward passes)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "BENCH_STUB_MODEL": "1" if STUB else "0"}
     timing.unlink(missing_ok=True)
     start = time.perf_counter()
     with open(log, "w") as fh:
@@ -234,9 +254,10 @@ def report(name: str, r: dict) -> None:
         for key, sec in t["marks"].items():
             print(f"   mark: {key:52s} {sec:9.2f} s")
         inside = t["seconds"].get("model: encode (tokenize + forward)", 0.0)
+        model = inside + sum(v for k, v in t["seconds"].items() if k.startswith("model:") and "encode (" not in k)
         print(f"   outside the model: {r['wall_s'] - inside:.1f} s of {r['wall_s']:.1f} s wall "
-              f"({(r['wall_s'] - inside) / r['wall_s']:.1%}); without the weights' load and imports: "
-              f"{t['marks']['total'] - inside - t['seconds'].get('model: load weights, encode one text', 0) - t['marks']['imports']:.1f} s",
+              f"({(r['wall_s'] - inside) / r['wall_s']:.1%}); without imports and the model's setup (tokenizer, weights): "
+              f"{t['marks']['total'] - model - t['marks']['imports']:.1f} s",
               flush=True)
 
 
@@ -249,7 +270,11 @@ def main() -> None:
     ap.add_argument("--kill-at", type=float, default=0.25, help="fraction of the shards done when the run is killed")
     ap.add_argument("--rows-per-shard", type=int, default=4096)
     ap.add_argument("--skip", default="", help="comma-separated phases to skip: full,kill,info,verify")
+    ap.add_argument("--stub-model", action="store_true",
+                    help="replace the encoder's encode() by random unit vectors (the store's work alone)")
     args = ap.parse_args()
+    global STUB
+    STUB = args.stub_model
     skip = set(filter(None, args.skip.split(",")))
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -276,7 +301,7 @@ def main() -> None:
                   out / "timing-tiny.json", out / "log-tiny.txt")
     report(f"baseline: teacher-cache on {tiny.name} (2,000 texts)", r)
     baseline = r["peak_rss_mib"]
-    full = out / f"full-{args.scale:g}.zarr"
+    full = out / f"full-{args.scale:g}{'-stub' if STUB else ''}.zarr"
     if "full" not in skip:
         shutil.rmtree(full, ignore_errors=True)
         r = run_child(["teacher-cache", f"worklists={wl}", f"store={full}", *base], out / "timing-full.json",
@@ -288,7 +313,7 @@ def main() -> None:
                       out / "log-again.txt")
         report("teacher-cache again on the finished store (nothing to do)", r)
     if "kill" not in skip:
-        killed = out / f"killed-{args.scale:g}.zarr"
+        killed = out / f"killed-{args.scale:g}{'-stub' if STUB else ''}.zarr"
         shutil.rmtree(killed, ignore_errors=True)
         at = max(1, int(shards * args.kill_at))
         r = run_child(["teacher-cache", f"worklists={wl}", f"store={killed}", *base], out / "timing-killed.json",
