@@ -19,8 +19,9 @@ Writes under --out:
 
 Each `mimo` command runs in a fresh subprocess (`python -m pipeline.cli ...` behind a small
 wrapper that times, in the same process, the encoder's `encode` (tokenization + forward: "the
-model"), its weights' load (`warm_up`), and the cache's own phases). Wall, CPU seconds and peak
-RSS come from the kernel (`os.wait4` on the child). "Outside the model" is wall minus `encode`;
+model"), its setup (`make_teacher`, `warm_up`), and the cache's own phases). Wall and CPU seconds
+come from the kernel (`os.wait4` on the child), peak RSS from the child's VmHWM (/proc, read by
+the child at exit and polled every 0.2 s). "Outside the model" is wall minus `encode`;
 peak RSS outside the model is the run's peak minus the peak of the same command on a 2,000-text
 worklist (interpreter, torch, the model, one shard in flight).
 """
@@ -156,6 +157,11 @@ def child(timing_path: str, args: list[str]) -> None:
     counts: dict[str, int] = {}
     marks: dict[str, float] = {"imports": time.perf_counter() - started}
 
+    def dump():
+        marks["total"] = time.perf_counter() - started  # (so far, for a dump at a mark)
+        Path(timing_path).write_text(json.dumps({"seconds": times, "calls": counts, "marks": marks,
+                                                 "vmhwm_kib": vmhwm(os.getpid())}, indent=1))
+
     def timed(owner, name, key, mark_first=None):
         original = getattr(owner, name)
 
@@ -168,6 +174,7 @@ def child(timing_path: str, args: list[str]) -> None:
                 counts[key] = counts.get(key, 0) + 1
                 if mark_first and mark_first not in marks:
                     marks[mark_first] = time.perf_counter() - started
+                    dump()  # a run killed later keeps its marks
 
         setattr(owner, name, wrapper)
 
@@ -179,16 +186,12 @@ def child(timing_path: str, args: list[str]) -> None:
     timed(tc, "read_worklists", "read worklist")
     timed(store_mod.VectorStore, "plan", "plan (segments, new rows, plan file, arrays)")
     timed(tc, "redo_list", "redo list (markers, file sizes)")
-    timed(tc, "cached_before", "cached before")
+    timed(tc, "cached_before", "cached before", mark_first="finished shards skipped (pending list made)")
     timed(store_mod.VectorStore, "write_shard", "write shards (bf16, files, fsync, checksum, marker)",
           mark_first="first shard written")
     timed(store_mod.VectorStore, "shards_to_redo", "shards to redo (markers, file sizes)")
     timed(store_mod.VectorStore, "size_bytes", "store size (du)")
     timed(store_mod.Segment, "slice", "plan rows of a shard (row groups)")
-
-    def dump():
-        marks["total"] = time.perf_counter() - started
-        Path(timing_path).write_text(json.dumps({"seconds": times, "calls": counts, "marks": marks}, indent=1))
 
     from pipeline.cli import app
 
@@ -198,6 +201,19 @@ def child(timing_path: str, args: list[str]) -> None:
         dump()
         raise SystemExit(err.code) from None
     dump()
+
+
+def vmhwm(pid: int) -> int:
+    """Peak RSS (KiB) of the process's current program: /proc's VmHWM starts afresh at exec, unlike
+    ru_maxrss, which keeps the forking parent's size (the worklist generator's, here)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def run_child(args: list[str], timing: Path, log: Path, kill_when=None, first_new=None) -> dict:
@@ -215,10 +231,12 @@ def run_child(args: list[str], timing: Path, log: Path, kill_when=None, first_ne
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
     out = {"killed": False}
+    peak = 0
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
+        peak = max(peak, vmhwm(proc.pid))  # polled: a killed child reports nothing itself
         if first_new is not None and "first_new_s" not in out and first_new():
             out["first_new_s"] = round(time.perf_counter() - start, 2)
         if kill_when is not None and not out["killed"] and kill_when():
@@ -226,10 +244,11 @@ def run_child(args: list[str], timing: Path, log: Path, kill_when=None, first_ne
             out["killed"] = True
         time.sleep(0.2)
     out.update(wall_s=round(time.perf_counter() - start, 2), user_s=round(usage.ru_utime, 2),
-               sys_s=round(usage.ru_stime, 2), peak_rss_mib=round(usage.ru_maxrss / 1024),
-               status=os.waitstatus_to_exitcode(status))
+               sys_s=round(usage.ru_stime, 2), status=os.waitstatus_to_exitcode(status))
     if timing.exists():
         out["timing"] = json.loads(timing.read_text())
+        peak = max(peak, out["timing"].get("vmhwm_kib", 0))
+    out["peak_rss_mib"] = round(peak / 1024)
     return out
 
 
@@ -248,11 +267,13 @@ def report(name: str, r: dict) -> None:
     if "first_new_s" in r:
         print(f"   first new shard marker after {r['first_new_s']:.1f} s", flush=True)
     t = r.get("timing")
-    if t:
+    if t:  # a killed run: what it dumped at its last mark
         for key, sec in t["seconds"].items():
             print(f"   {key:58s} {sec:9.2f} s  ({t['calls'][key]} calls)")
         for key, sec in t["marks"].items():
             print(f"   mark: {key:52s} {sec:9.2f} s")
+        if r["killed"]:
+            return
         inside = t["seconds"].get("model: encode (tokenize + forward)", 0.0)
         model = inside + sum(v for k, v in t["seconds"].items() if k.startswith("model:") and "encode (" not in k)
         print(f"   outside the model: {r['wall_s'] - inside:.1f} s of {r['wall_s']:.1f} s wall "
