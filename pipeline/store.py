@@ -109,8 +109,9 @@ class Segment:
         """The plan's text_id column (read alone, once)."""
         if self._plan is not None:
             return self._plan.column("text_id")
-        if self._ids is None:
-            self._ids = self._read(["text_id"], None).column("text_id")
+        if self._ids is None:  # one chunk (a value set for Arrow's is_in as it is), held once
+            ids = self._read(["text_id"], None).column("text_id")
+            self._ids = pa.chunked_array([ids.combine_chunks()], type=pa.string())
         return self._ids
 
     def columns(self, names: list[str]) -> pa.Table:
@@ -281,22 +282,28 @@ class VectorStore:
         if not held:
             return np.arange(worklist.num_rows, dtype=np.int64)
         held = pa.chunked_array([c for col in held for c in col.chunks], type=pa.string())
+        held = held.chunk(0) if held.num_chunks == 1 else held.combine_chunks()
         # Arrow's hash set: millions of ids in seconds, no Python strings
-        found = pc.is_in(worklist.column("text_id"), value_set=held.combine_chunks())
+        found = pc.is_in(worklist.column("text_id"), value_set=held)
         return np.nonzero(~found.to_numpy(zero_copy_only=False))[0].astype(np.int64)
 
     def plan_row_group(self) -> int:
         """Rows per row group of a plan file: whole shards, ~64k rows (a shard's rows read alone)."""
         return self.rows_per_shard * max(1, 65536 // self.rows_per_shard)
 
-    def plan(self, worklist: pa.Table, config: dict | None = None) -> tuple[list[Segment], int]:
+    def plan(self, worklist: pa.Table, config: dict | None = None, known=None) -> tuple[list[Segment], int]:
         """Append a segment for the worklist rows no segment holds; return (segments, rows reused).
 
         Every segment's arrays are (re)required here too, so a run killed between writing a plan
         and creating its arrays, or a worker that lists a plan another worker just wrote, finds them.
+        `known`: (segments, new_rows) of this worklist found a moment ago; used if the store still
+        has exactly those segments (plans are written once: the same count is the same segments).
         """
         segments = self.segments()
-        new = self.new_rows(worklist, segments)
+        if known is not None and len(known[0]) == len(segments):
+            segments, new = known
+        else:
+            new = self.new_rows(worklist, segments)
         reused = worklist.num_rows - len(new)
         if not len(new):
             for seg in segments:

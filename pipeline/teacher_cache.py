@@ -78,8 +78,11 @@ def read_worklists(paths) -> pa.Table:
         missing = [f.name for f in WORKLIST_SCHEMA if f.name not in schema.names]
         if missing:
             raise MimoError(f"{path}: not a teacher worklist: missing column(s) {', '.join(missing)}")
-        try:
-            table = pq.read_table(path, columns=WORKLIST_SCHEMA.names, page_checksum_verification=True)
+        try:  # row group by row group: ~1.1 GB for the paper's 6.5M texts, where read_table held ~1.7 GB
+            pf = pq.ParquetFile(path, page_checksum_verification=True)
+            table = pa.concat_tables([pf.read_row_group(g, columns=WORKLIST_SCHEMA.names)
+                                      for g in range(pf.num_row_groups)]) if pf.num_row_groups else \
+                pf.read(columns=WORKLIST_SCHEMA.names)
         except (pa.ArrowException, OSError) as err:
             raise MimoError(f"{path}: not a readable worklist Parquet file ({type(err).__name__}: "
                             f"{' '.join(str(err).split())[:200]})") from None
@@ -90,11 +93,15 @@ def read_worklists(paths) -> pa.Table:
         check_worklist_values(path, table)
         tables.append(table)
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    ids = table.column("text_id")
+    if table.num_rows < 2 or pc.all(pc.greater(ids.slice(1), ids.slice(0, table.num_rows - 1))).as_py():
+        return table  # strictly ascending ids, as prepare writes them: no repeats
     # first row of each id (Arrow's hash table: codes in order of first appearance, no Python strings)
-    codes = pc.dictionary_encode(table.column("text_id").combine_chunks())
-    if len(codes.dictionary) == table.num_rows:
+    codes = pc.dictionary_encode(ids)
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in codes.chunks])
+    _, first = np.unique(codes, return_index=True)
+    if len(first) == table.num_rows:
         return table
-    _, first = np.unique(codes.indices.to_numpy(zero_copy_only=False), return_index=True)
     return table.take(np.sort(first))
 
 
@@ -108,7 +115,7 @@ BLANK = "^[" + "".join(f"\\x{{{c:x}}}" for c in PY_WHITESPACE) + "]*$"
 def check_worklist_values(path, table: pa.Table) -> None:
     """The first bad row, as one line: a role that is not query/document, a max_length below 1
     (or null), a text that is null, empty or only whitespace (Python's `str.isspace`)."""
-    role, length, text = (table.column(c).combine_chunks() for c in ("role", "max_length", "text"))
+    role, length, text = (table.column(c) for c in ("role", "max_length", "text"))
     bad_role = ~pc.fill_null(pc.is_in(role, value_set=pa.array(ROLES)), False).to_numpy(zero_copy_only=False)
     bad_length = ~pc.fill_null(pc.greater_equal(length, 1), False).to_numpy(zero_copy_only=False)
     blank = pc.match_substring_regex(text, BLANK)  # empty, or only characters Python's str.strip() removes
@@ -177,18 +184,23 @@ def redo_list(store: VectorStore, segments, verify: bool, echo) -> list:
     return [redo[k] for k in sorted(redo)]
 
 
-def cached_before(worklist: pa.Table, segments, pending) -> int:
-    """How many of the worklist's texts are in shards already done (not merely planned)."""
-    wanted = worklist.column("text_id").combine_chunks()
-    count = 0
-    for seg in segments:
-        done = np.ones(seg.rows, dtype=bool)
-        for _, s, start, end in pending:
-            if s.index == seg.index:
-                done[start:end] = False
-        held = pc.is_in(seg.ids, value_set=wanted).to_numpy(zero_copy_only=False)
-        count += int((done & held).sum())
-    return count
+def cached_before(worklist: pa.Table, segments, pending, reused: int) -> int:
+    """How many of the worklist's texts are in shards already done (not merely planned).
+
+    `reused`: how many of its texts the segments hold (`VectorStore.plan`). Ids are unique across
+    segments (`cache verify` checks it), so the worklist is looked up in the smaller of the done
+    and the pending rows' ids (Arrow's is_in), and in nothing when the store is new or complete."""
+    if not reused or not pending:
+        return reused
+    todo = {seg.index: np.zeros(seg.rows, dtype=bool) for seg in segments}
+    for _, seg, start, end in pending:
+        todo[seg.index][start:end] = True
+    n_pending = sum(int(t.sum()) for t in todo.values())
+    count_done = n_pending > sum(seg.rows for seg in segments) - n_pending  # look up the smaller side
+    chunks = [seg.ids.filter(pa.array(~todo[seg.index] if count_done else todo[seg.index])) for seg in segments]
+    value_set = pa.chunked_array([c for col in chunks for c in col.chunks], type=pa.string()).combine_chunks()
+    found = int(pc.sum(pc.is_in(worklist.column("text_id"), value_set=value_set)).as_py() or 0)
+    return found if count_done else reused - found
 
 
 def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
@@ -197,20 +209,21 @@ def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
     worklist = read_worklists(cfg.worklists)
     teacher = make_teacher(cfg.teacher)  # config and tokenizer only; weights load on first use
     print_ = fingerprint(teacher, cfg)
-    has_work = True
+    has_work, known = True, None
     if VectorStore.exists(cfg.store):
         existing = VectorStore(cfg.store, print_, teacher.dim, cfg.dtype)  # refuse a mismatch before anything else
         held = existing.segments()
-        has_work = bool(len(existing.new_rows(worklist, held)) or existing.shards_to_redo(held) or cfg.verify)
-        del held
+        known = (held, existing.new_rows(worklist, held))  # planning reuses it unless the segments changed
+        has_work = bool(len(known[1]) or existing.shards_to_redo(held) or cfg.verify)
     if has_work:
         teacher.warm_up()  # weights on the device, one text encoded: fails here, before the store is touched
     store = VectorStore(cfg.store, print_, teacher.dim, cfg.dtype, cfg.rows_per_shard, cfg.rows_per_chunk, create=True)
-    segments, reused = store.plan(worklist, config={"_step": "teacher_cache", **config_to_dict(cfg)})
+    segments, reused = store.plan(worklist, config={"_step": "teacher_cache", **config_to_dict(cfg)}, known=known)
+    del known
     pending = redo_list(store, segments, cfg.verify, echo)
     pending_total = len(pending)
     mine = [p for p in pending if p[0] % world == rank]
-    before = cached_before(worklist, segments, pending)
+    before = cached_before(worklist, segments, pending, reused)
     texts = worklist.num_rows
     del worklist  # the shards' rows come from the plan, row group by row group
     echo(f"teacher cache {cfg.store}: {texts} texts, {before} already "

@@ -132,7 +132,13 @@ def test_cached_before_counts_done_rows_of_the_worklist(tmp_path):
     for shard, seg, start, end in shards:
         if shard % 3 != 1:
             expected += sum(1 for i in seg.ids.to_pylist()[start:end] if i in wanted)
-    assert 0 < cached_before(b, segments, pending) == expected
+    reused = len(set(b["text_id"].to_pylist()) & {i for seg in segments for i in seg.ids.to_pylist()})
+    assert reused == 20
+    assert 0 < cached_before(b, segments, pending, reused) == expected < reused
+    assert cached_before(b, segments, [], reused) == reused  # nothing pending: every held text is done
+    most = [s for s in shards if s[0] % 3 != 1]  # more pending than done: the done ids are looked up
+    assert cached_before(b, segments, most, reused) == reused - expected
+    assert cached_before(b, segments, shards, reused) == 0  # nothing done
 
 
 def test_cache_info_counts_by_role_in_order_of_appearance(tmp_path):
@@ -171,6 +177,9 @@ def test_repeated_ids_like_the_python_sets():
     unique = [Segment(0, 0, pa.table({"text_id": pa.array(pool[:20])})),
               Segment(1, 5, pa.table({"text_id": pa.array(pool[20:])}))]
     assert repeated_ids(unique) == [0, 0] and repeated_ids([]) == []
+    words = [Segment(0, 0, pa.table({"text_id": pa.array(["a", "b", "a"])})),  # not hex: the Arrow path
+             Segment(1, 1, pa.table({"text_id": pa.array(["b", "c", "c", "d"])}))]
+    assert repeated_ids(words) == _old_repeats(words) == [1, 2]
 
 
 def test_cache_verify_finds_duplicates_within_and_across_segments(tmp_path):
