@@ -316,6 +316,9 @@ class VectorStore:
         keys = pa.table({"chars": pc.utf8_length(rows.column("text")), "text_id": rows.column("text_id")})
         order = pc.sort_indices(keys, [("chars", "ascending"), ("text_id", "ascending")])
         del keys
+        order = order.to_numpy().astype(np.int64)
+        batches = rows.to_batches()  # zero-copy: the worklist's chunks (one per row group read)
+        offsets = np.cumsum([0] + [b.num_rows for b in batches])
         index = len(segments)
         name = f"seg-{index:05d}.plan.parquet"
         group = self.plan_row_group()
@@ -324,7 +327,8 @@ class VectorStore:
             with pq.ParquetWriter(fh, PLAN_SCHEMA, compression="zstd", write_statistics=False,
                                   write_page_checksum=True) as writer:
                 for start in range(0, len(order), group):
-                    writer.write_table(rows.take(order.slice(start, group)).cast(PLAN_SCHEMA), row_group_size=group)
+                    writer.write_table(take_rows(batches, offsets, order[start:start + group]).cast(PLAN_SCHEMA),
+                                       row_group_size=group)
 
         self._create_arrays(index, rows.num_rows)  # arrays first: a published plan always has them
         if not self._write_atomic(name, write, exclusive=True):
@@ -483,6 +487,23 @@ class VectorStore:
             return int(self.fs.du(self.root))
         except Exception:
             return 0
+
+
+def take_rows(batches: list[pa.RecordBatch], offsets: np.ndarray, rows: np.ndarray) -> pa.Table:
+    """`table.take(rows)` for a table given as record batches (offsets: their first rows, then the
+    total), one batch at a time: Arrow's take across the ~30 chunks of a 6.5M-row worklist cost ~1 s
+    and a transient copy per 64k rows; this costs only the rows taken."""
+    rows, offsets = np.asarray(rows, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+    which = np.searchsorted(offsets, rows, side="right") - 1
+    by_batch = np.argsort(which, kind="stable")
+    sorted_which, sorted_rows = which[by_batch], rows[by_batch]
+    cuts = np.searchsorted(sorted_which, np.arange(len(batches) + 1))
+    pieces = [batches[b].take(pa.array(sorted_rows[cuts[b]:cuts[b + 1]] - offsets[b]))
+              for b in range(len(batches)) if cuts[b + 1] > cuts[b]]
+    if not pieces:
+        return pa.Table.from_batches([], schema=batches[0].schema) if batches else pa.table({})
+    taken = pa.Table.from_batches(pieces).combine_chunks()  # only the rows taken
+    return taken.take(pa.array(np.argsort(by_batch)))  # back to the order asked for
 
 
 def shard_digest(array: np.ndarray) -> str:

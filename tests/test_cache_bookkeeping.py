@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.cache_read import cache_info, cache_verify, repeated_ids, texts_by_role
 from pipeline.errors import MimoError
-from pipeline.store import PLAN_SCHEMA, Segment, VectorStore
+from pipeline.store import PLAN_SCHEMA, Segment, VectorStore, take_rows
 from pipeline.teacher_cache import BLANK, PY_WHITESPACE, cached_before, check_worklist_values, read_worklists
 from pipeline.worklist import ROLES, WORKLIST_SCHEMA, build_worklist
 
@@ -194,3 +194,14 @@ def test_cache_verify_finds_duplicates_within_and_across_segments(tmp_path):
     ids[7] = ids[3]  # twice in segment 1
     pq.write_table(plan.set_column(0, "text_id", pa.array(ids, pa.string())), path)
     assert cache_verify(store.url) == ["seg-00001: 2 duplicate text id(s)"]
+
+
+def test_take_rows_batch_by_batch_equals_arrow_take():
+    rng = np.random.default_rng(3)
+    parts = [pa.table({"text_id": [f"{k}-{i}" for i in range(n)], "max_length": pa.array(np.arange(n), pa.int32())})
+             for k, n in enumerate((5, 1, 17, 9))]
+    table = pa.concat_tables(parts)
+    batches = table.to_batches()
+    offsets = np.cumsum([0] + [b.num_rows for b in batches])
+    for rows in (rng.permutation(32), rng.permutation(32)[:7], np.array([31, 0, 5, 5 + 1]), np.array([], np.int64)):
+        assert take_rows(batches, offsets, rows).equals(table.take(pa.array(rows, pa.int64())).combine_chunks())
