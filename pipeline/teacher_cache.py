@@ -113,16 +113,19 @@ BLANK = "^[" + "".join(f"\\x{{{c:x}}}" for c in PY_WHITESPACE) + "]*$"
 
 
 def check_worklist_values(path, table: pa.Table) -> None:
-    """The first bad row, as one line: a role that is not query/document, a max_length below 1
-    (or null), a text that is null, empty or only whitespace (Python's `str.isspace`)."""
+    """The first bad row, as one line: a null text_id, a role that is not query/document, a
+    max_length below 1 (or null), a text that is null, empty or only whitespace (`str.isspace`)."""
     role, length, text = (table.column(c) for c in ("role", "max_length", "text"))
     bad_role = ~pc.fill_null(pc.is_in(role, value_set=pa.array(ROLES)), False).to_numpy(zero_copy_only=False)
     bad_length = ~pc.fill_null(pc.greater_equal(length, 1), False).to_numpy(zero_copy_only=False)
     blank = pc.match_substring_regex(text, BLANK)  # empty, or only characters Python's str.strip() removes
     bad_text = pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
-    bad = bad_role | bad_length | bad_text
+    no_id = pc.is_null(table.column("text_id")).to_numpy(zero_copy_only=False)
+    bad = bad_role | bad_length | bad_text | no_id
     if bad.any():
         i = int(np.argmax(bad))
+        if no_id[i]:
+            raise MimoError(f"{path}: row {i}: text_id is missing (null)")
         if bad_role[i]:
             raise MimoError(f"{path}: row {i}: role {role[i].as_py()!r} is not one of {', '.join(ROLES)}")
         if bad_length[i]:

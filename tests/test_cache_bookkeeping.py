@@ -78,6 +78,14 @@ def test_worklist_checks_match_the_per_row_loop(bad):
     assert got == expected and got is not None
 
 
+def test_worklist_with_a_null_id_is_refused_in_one_line(tmp_path):
+    rows = [{"text_id": f"{i:032x}", "role": "document", "max_length": 256, "text": f"text {i}"} for i in range(4)]
+    rows[2]["text_id"] = None
+    pq.write_table(pa.Table.from_pylist(rows, schema=WORKLIST_SCHEMA), tmp_path / "w.parquet")
+    with pytest.raises(MimoError, match=r"w.parquet: row 2: text_id is missing \(null\)$"):
+        read_worklists([tmp_path / "w.parquet"])
+
+
 def test_blank_pattern_on_every_whitespace_alone_and_beside_a_letter():
     import pyarrow.compute as pc
 
