@@ -91,7 +91,7 @@ class IdIndex:
         high, low, where = np.empty(n, np.uint64), np.empty(n, np.uint64), np.empty(n, np.int64)
         at = 0
         for seg in segments:
-            high[at:at + seg.rows], low[at:at + seg.rows] = id_keys(seg.plan.column("text_id"))
+            high[at:at + seg.rows], low[at:at + seg.rows] = id_keys(seg.ids)
             where[at:at + seg.rows] = seg.first_shard * rows_per_shard + np.arange(seg.rows, dtype=np.int64)
             at += seg.rows
         order = np.lexsort((low, high))
