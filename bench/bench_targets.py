@@ -12,15 +12,19 @@
    all of them: seconds and peak RSS.
 3. Warm random batches (`--batches` per size, sizes 128 and 2048): after one sequential read of
    every shard file, rows/s of
-     mapped bf16   TeacherTargets.fetch_stored (what the stages call; widened to fp32 on the GPU)
+     mapped bf16   TeacherTargets.fetch_stored (what the stages call; widened to fp32 on the GPU),
+                   page tables prefaulted at open (the default when the store fits in half the RAM)
+     mapped bf16, no prefault   the same through mappings that fault each page in on first touch
      mapped fp32   TeacherTargets.fetch (with the bf16 -> fp32 widening on the CPU)
      np.take       np.take of the same row numbers on an in-memory uint16 array of the first
                    `--memory-rows` rows (a full in-memory copy of 8 GB would not fit beside the
                    page cache), widened to fp32 as `fetch` does
      old reader    Zarr orthogonal selection per segment (the reader before this change; it
                    remains the path for stores at fsspec URLs), `--old-batches` batches
-4. Cold: the page cache of every shard file dropped with posix_fadvise(DONTNEED) (no root
-   needed; whatever the hypervisor caches below this VM is not dropped), then random batches.
+4. Cold: every mapping closed and the page cache of every shard file dropped with
+   posix_fadvise(DONTNEED) (no root needed; whatever the hypervisor caches below this VM is not
+   dropped); random batches through mappings opened without prefault; then, dropped again, the
+   time of an open with prefault (which reads the whole store once).
 5. `--procs` processes at once, each opening the store and reading random batches of 128 for
    `--seconds`: rows/s per process, and each one's RSS split into private and shared memory
    (/proc/self/smaps_rollup): the targets are in the shared page cache, not in any process.
@@ -84,7 +88,15 @@ def memory() -> dict:
         fields[key] = int(value.split()[0]) / 1024
     return {"rss": fields["Rss"], "private": fields["Private_Clean"] + fields["Private_Dirty"],
             "shared": fields["Shared_Clean"] + fields["Shared_Dirty"], "pss": fields["Pss"],
-            "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec
+            "peak": _status_kib("VmHWM") / 1024}
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def rate(fn, batches) -> float:
@@ -189,6 +201,7 @@ def main() -> None:
     start = time.perf_counter()
     targets = TeacherTargets(url)
     opened = time.perf_counter() - start
+    print(f"page tables prefaulted at open: {targets.maps.prefaulted}")
     (seg,) = targets.segments
     ids = seg.plan.column("text_id").take(pa.array(np.random.default_rng(0).permutation(seg.rows)))
     start = time.perf_counter()
@@ -197,7 +210,7 @@ def main() -> None:
     del ids
     mem = memory()
     print(f"open: {opened:.2f} s; resolve {len(where):,} ids: {resolved:.2f} s; RSS {mem['rss']:.0f} MiB "
-          f"(peak {mem['peak']:.0f})")
+          f"(private {mem['private']:.0f}, shared {mem['shared']:.0f}: mapped targets; peak {mem['peak']:.0f})")
     out = subprocess.run([sys.executable, __file__, "--index-only", str(args.resolve_ids)], capture_output=True,
                          text=True, check=True)
     idx = json.loads(out.stdout)
@@ -211,6 +224,8 @@ def main() -> None:
 
     def take_fp32(w):
         return from_storage(np.take(in_memory, w, axis=0), "bfloat16")
+
+    lazy = TeacherTargets(url, prefault=False)
 
     def old_reader(w):
         maps, targets.maps = targets.maps, None  # the Zarr path
@@ -229,20 +244,32 @@ def main() -> None:
         a = targets.fetch_stored(picks[0]).view(torch.int16).numpy().view(np.uint16)  # correctness, in passing
         assert np.array_equal(from_storage(a, "bfloat16"), old_reader(picks[0]).numpy())
         results[("mapped bf16", batch)] = statistics.median(rate(targets.fetch_stored, picks[i::4]) for i in range(4))
+        results[("mapped bf16, no prefault", batch)] = statistics.median(rate(lazy.fetch_stored, picks[i::4])
+                                                                         for i in range(4))
         results[("mapped fp32", batch)] = statistics.median(rate(targets.fetch, picks[i::4]) for i in range(4))
         results[("np.take fp32", batch)] = statistics.median(rate(take_fp32, small[i::4]) for i in range(4))
         results[("np.take bf16", batch)] = statistics.median(rate(lambda w: np.take(in_memory, w, axis=0), small[i::4])
                                                             for i in range(4))
         results[("old reader", batch)] = rate(old_reader, picks[: args.old_batches])
-    drop_page_cache(root)
+    targets.maps.close()  # mapped pages stay in the page cache whatever fadvise says: unmap first
+    lazy.maps.close()
     for batch in (128, 2048):
-        picks = [rows[rng.integers(0, len(rows), batch)] for _ in range(args.cold_batches)]
-        results[("mapped bf16, cold", batch)] = rate(targets.fetch_stored, picks)
         drop_page_cache(root)
+        cold = TeacherTargets(url, prefault=False)
+        picks = [rows[rng.integers(0, len(rows), batch)] for _ in range(args.cold_batches)]
+        results[("mapped bf16, cold, no prefault", batch)] = rate(cold.fetch_stored, picks)
+        cold.maps.close()
+    drop_page_cache(root)
+    start = time.perf_counter()
+    cold = TeacherTargets(url)
+    print(f"cold open with prefault (reads the store once): {time.perf_counter() - start:.1f} s, "
+          f"prefaulted {cold.maps.prefaulted}")
+    cold.maps.close()
     print()
     print("| reader | batch 128 rows/s | batch 2048 rows/s |")
     print("| --- | --- | --- |")
-    for name in ("mapped bf16", "mapped fp32", "np.take bf16", "np.take fp32", "old reader", "mapped bf16, cold"):
+    for name in ("mapped bf16", "mapped bf16, no prefault", "mapped fp32", "np.take bf16", "np.take fp32",
+                 "old reader", "mapped bf16, cold, no prefault"):
         print(f"| {name} | {results[(name, 128)]:,.0f} | {results[(name, 2048)]:,.0f} |")
     del in_memory
 

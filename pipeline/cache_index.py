@@ -10,6 +10,9 @@ Two pieces, both sized for the paper's ~6.5M rows x 4096 dims (53 GB of bf16):
   an index of (offset, length) per chunk at the end (the Zarr v3 `sharding_indexed` codec); a row
   is then a fixed-size byte range of one file. Reads go through the page cache, which every
   process on the machine shares: 8 training ranks hold one copy of the targets, not eight.
+  What limits random reads is not the copy but the page faults of first touching a mapped page
+  in this process (~1 per row); `prefault` fills the page tables at open (Linux
+  MADV_POPULATE_READ, ~1 s per 8 GB warm) when the store fits comfortably in memory.
 
 A location is `first_shard * rows_per_shard + row in segment` (segments start on a shard
 boundary), so `location // rows_per_shard` is the store's global shard number.
@@ -34,13 +37,26 @@ HEX_DIGIT = np.full(256, 255, dtype=np.uint8)
 HEX_DIGIT[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
 
 
+BLOCK = 1 << 20  # ids converted at a time: bounds id_keys' (n, 32)-byte temporaries to ~100 MB
+
+
 def id_keys(ids) -> tuple[np.ndarray, np.ndarray]:
     """Text ids (an Arrow string column or a list of str) -> their 128 bits as (high, low) uint64 arrays.
 
-    Vectorized: the column's bytes are viewed as (n, 32) hex digits, never as Python strings.
+    Vectorized: the column's bytes are viewed as (n, 32) hex digits, never as Python strings;
+    converted BLOCK ids at a time (6.5M ids at once would hold ~1 GB of temporaries).
     """
     if not isinstance(ids, (pa.Array, pa.ChunkedArray)):
         ids = pa.array(list(ids), type=pa.string())
+    if len(ids) <= BLOCK:
+        return _id_keys(ids, 0)
+    high, low = np.empty(len(ids), np.uint64), np.empty(len(ids), np.uint64)
+    for start in range(0, len(ids), BLOCK):
+        high[start:start + BLOCK], low[start:start + BLOCK] = _id_keys(ids.slice(start, BLOCK), start)
+    return high, low
+
+
+def _id_keys(ids, first_row: int) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks() if ids.num_chunks != 1 else ids.chunk(0)
     if len(ids) == 0:
@@ -52,14 +68,15 @@ def id_keys(ids) -> tuple[np.ndarray, np.ndarray]:
     except pa.ArrowInvalid:
         lengths = pc.binary_length(ids).to_numpy(zero_copy_only=False)
         bad = int(np.nonzero(lengths != ID_WIDTH)[0][0])
-        raise MimoError(f"text id {ids[bad].as_py()!r} (row {bad}) is not {ID_WIDTH} characters long") from None
+        raise MimoError(f"text id {ids[bad].as_py()!r} (row {first_row + bad}) is not {ID_WIDTH} characters "
+                        "long") from None
     chars = np.frombuffer(fixed.buffers()[1], dtype=np.uint8, count=len(fixed) * ID_WIDTH,
                           offset=fixed.offset * ID_WIDTH).reshape(-1, ID_WIDTH)
     digits = HEX_DIGIT[chars]  # one table lookup a character: '0'..'9' -> 0..9, 'a'..'f' -> 10..15, else 255
     bad = (digits > 15).any(axis=1)
     if bad.any():
         row = int(np.nonzero(bad)[0][0])
-        raise MimoError(f"text id {ids[row].as_py()!r} (row {row}) is not lowercase hex")
+        raise MimoError(f"text id {ids[row].as_py()!r} (row {first_row + row}) is not lowercase hex")
     packed = (digits[:, 0::2] << 4) | digits[:, 1::2]  # (n, 16) bytes, most significant first
     words = packed.view(">u8")
     return words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
@@ -70,13 +87,13 @@ class IdIndex:
     whole column with `np.searchsorted` (16 bytes a key: 100 MB for 6.5M ids, no Python strings)."""
 
     def __init__(self, segments: list[Segment], rows_per_shard: int):
-        high, low, where = [np.empty(0, np.uint64)], [np.empty(0, np.uint64)], [np.empty(0, np.int64)]
+        n = sum(seg.rows for seg in segments)
+        high, low, where = np.empty(n, np.uint64), np.empty(n, np.uint64), np.empty(n, np.int64)
+        at = 0
         for seg in segments:
-            h, lo = id_keys(seg.plan.column("text_id"))
-            high.append(h)
-            low.append(lo)
-            where.append(seg.first_shard * rows_per_shard + np.arange(seg.rows, dtype=np.int64))
-        high, low, where = np.concatenate(high), np.concatenate(low), np.concatenate(where)
+            high[at:at + seg.rows], low[at:at + seg.rows] = id_keys(seg.ids)
+            where[at:at + seg.rows] = seg.first_shard * rows_per_shard + np.arange(seg.rows, dtype=np.int64)
+            at += seg.rows
         order = np.lexsort((low, high))
         self.high, self.low, self.where = high[order], low[order], where[order]
 
@@ -103,7 +120,13 @@ class IdIndex:
 class ShardMaps:
     """Memory maps of a store's `vectors` shard files; `gather` copies rows out by location."""
 
-    def __init__(self, store: VectorStore, segments: list[Segment]):
+    MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14; Python 3.11 lacks the name
+
+    def __init__(self, store: VectorStore, segments: list[Segment], prefault: bool | None = None):
+        """prefault: fill this process's page tables for every mapping at open (None: when the shard
+        files take at most half of the machine's memory, so that populating them evicts nothing).
+        Without it the first touch of each mapped page faults, ~1 fault a row, which was most of the
+        cost of a random batch (bench/RESULTS.md); with the page cache cold it reads the store once."""
         if not store.local:
             raise MimoError(f"{store.url}: training reads the teacher cache through memory maps of local files; "
                             "copy the store to a local disk first (e.g. `aws s3 sync`)")
@@ -141,6 +164,17 @@ class ShardMaps:
                     mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
                 self._mmaps.append(mm)
                 self.maps.append(memoryview(mm))
+        if prefault is None:
+            mapped = sum(len(mm) for mm in self._mmaps)
+            prefault = hasattr(os, "sysconf") and mapped <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+        self.prefaulted = False
+        if prefault and hasattr(mmap.mmap, "madvise"):
+            try:
+                for mm in self._mmaps:
+                    mm.madvise(self.MADV_POPULATE_READ)
+                self.prefaulted = True
+            except OSError:  # a kernel without MADV_POPULATE_READ: pages fault in on first touch instead
+                pass
 
     def gather(self, where: np.ndarray) -> np.ndarray:
         """Stored rows (n, dim) for the locations, in the given order."""

@@ -7,7 +7,8 @@ Layout of a store (a local directory or an fsspec URL such as s3://bucket/cache.
 
     zarr.json                      root group; attributes["mimo_teacher_cache"] = format version,
                                    fingerprint, dim, dtype, rows per shard / chunk
-    seg-00000.plan.parquet         the segment's rows in order: text_id, role, max_length, text
+    seg-00000.plan.parquet         the segment's rows in order: text_id, role, max_length, text, in
+                                   row groups of whole shards (~64k rows)
     seg-00000/vectors              (rows, dim) array; bf16 kept as its uint16 bit pattern
     seg-00000/ntokens              (rows,) int32 tokens the teacher saw per row
     seg-00000.done/00000012.json   completion marker of shard 12 (written after the shard is durable)
@@ -21,6 +22,11 @@ one worker encodes it, writes it whole, makes it durable, then writes its marker
 A marker records the shard's checksum and the byte size of its files. `damaged_shards` compares
 the sizes with the files (one listing per segment: cheap enough for every open), so a deleted or
 truncated shard file is found before anything reads zeros (Zarr's fill value) in its place.
+
+At the paper's ~6.5M texts nothing here walks rows in Python: new rows are an Arrow `is_in`, the
+plan's order an Arrow sort, written row group by row group; an opened segment reads its plan
+lazily (`Segment`: the footer, the ids alone, or the row groups of one shard), and each pass
+over the markers reads each marker once (bench/bench_cache_scale.py, bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ import io
 import json
 import os
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
@@ -71,11 +76,21 @@ def _storage_dtype(dtype: str):
     return {"bfloat16": np.uint16, "float16": np.float16, "float32": np.float32}[dtype]
 
 
-@dataclass
 class Segment:
-    index: int
-    first_shard: int  # global number of its first shard
-    plan: pa.Table
+    """One segment: its number, the global number of its first shard, and its plan (rows in order).
+
+    A segment opened from a store reads its plan file lazily: `rows` comes from the file's footer,
+    `ids` reads the text_id column alone, `slice` the row groups one shard falls in (plans are
+    written in row groups of whole shards), and only `plan` reads everything. At the paper's 6.5M
+    texts the plan is ~1 GB in memory; the encoding loop and the id index never hold it whole.
+    """
+
+    def __init__(self, index: int, first_shard: int, plan: pa.Table | None = None, *, rows: int | None = None,
+                 read=None):
+        self.index, self.first_shard = index, first_shard
+        self._plan, self._rows, self._read = plan, rows, read  # read(columns, row_groups) -> (table, group starts)
+        self._ids = None
+        self._groups = None  # (first row, end row, table) of the row groups the last `slice` read
 
     @property
     def name(self) -> str:
@@ -83,7 +98,40 @@ class Segment:
 
     @property
     def rows(self) -> int:
-        return self.plan.num_rows
+        return self._plan.num_rows if self._plan is not None else self._rows
+
+    @property
+    def plan(self) -> pa.Table:
+        """The whole plan (every column)."""
+        if self._plan is None:
+            self._plan = self._read(None, None)
+        return self._plan
+
+    @property
+    def ids(self) -> pa.ChunkedArray:
+        """The plan's text_id column (read alone, once)."""
+        if self._plan is not None:
+            return self._plan.column("text_id")
+        if self._ids is None:  # one chunk (a value set for Arrow's is_in as it is), held once
+            ids = self._read(["text_id"], None).column("text_id")
+            self._ids = pa.chunked_array([ids.combine_chunks()], type=pa.string())
+        return self._ids
+
+    def columns(self, names: list[str]) -> pa.Table:
+        """Some columns of the whole plan."""
+        if self._plan is not None:
+            return self._plan.select(names)
+        return self._read(names, None)
+
+    def slice(self, start: int, end: int) -> pa.Table:
+        """Plan rows start..end-1, read from the row groups they fall in (kept for the next shard)."""
+        if self._plan is not None:
+            return self._plan.slice(start, end - start)
+        if self._groups is None or not self._groups[0] <= start <= end <= self._groups[1]:
+            self._groups = None  # drop the previous groups before reading the next ones
+            self._groups = self._read(None, (start, end))
+        first, _, table = self._groups
+        return table.slice(start - first, end - start)
 
 
 class VectorStore:
@@ -148,19 +196,23 @@ class VectorStore:
     def _exists(self, key: str) -> bool:
         return self.fs.exists(self._path(key))
 
-    def _write_atomic(self, key: str, data: bytes, exclusive: bool = False) -> bool:
+    def _write_atomic(self, key: str, data, exclusive: bool = False) -> bool:
         """Write a small file so that readers see all of it or none; `exclusive`: only if absent.
 
+        `data`: bytes, or a function that writes the file's bytes to a binary file object.
         Returns False when `exclusive` and the file already existed.
         """
         path = self._path(key)
+        write = data if callable(data) else (lambda fh: fh.write(data))
         if not self.local:  # object stores make each put atomic
             if exclusive and self.fs.exists(path):
                 return False
-            self.fs.pipe_file(path, data)
+            buf = io.BytesIO()
+            write(buf)
+            self.fs.pipe_file(path, buf.getvalue())
             return True
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        return write_file_atomically(path, lambda fh: fh.write(data), f"{path}.tmp-{uuid.uuid4().hex}", exclusive)
+        return write_file_atomically(path, write, f"{path}.tmp-{uuid.uuid4().hex}", exclusive)
 
     # ---- identity ---------------------------------------------------------------------------
 
@@ -190,58 +242,101 @@ class VectorStore:
     # ---- segments and plans -----------------------------------------------------------------
 
     def segments(self) -> list[Segment]:
+        """The store's segments, their plans read lazily (only each plan's footer here)."""
         names = sorted(Path(p).name for p in self.fs.glob(self._path("seg-*.plan.parquet")))
         out, first = [], 0
         for i, name in enumerate(names):
             if name != f"seg-{i:05d}.plan.parquet":
                 raise MimoError(f"{self.url}: segment plans are not numbered 0..{len(names) - 1} (found {name})")
+            read = self._plan_reader(name)
+            rows = read("rows", None)
+            out.append(Segment(i, first, rows=rows, read=read))
+            first += -(-rows // self.rows_per_shard)
+        return out
+
+    def _plan_reader(self, name: str):
+        """read(columns, span) for one plan file: "rows" -> its row count; (columns, None) -> those
+        columns of every row (None: all); (None, (start, end)) -> (first row, end row, table) of the
+        row groups that rows start..end-1 fall in. Damage is a one-line MimoError naming the file."""
+
+        def read(columns, span):
             try:
                 with self.fs.open(self._path(name), "rb") as fh:
-                    plan = pq.read_table(fh, page_checksum_verification=True)
+                    pf = pq.ParquetFile(fh, page_checksum_verification=True)
+                    meta = pf.metadata
+                    if columns == "rows":
+                        return meta.num_rows
+                    if span is None:
+                        return pf.read(columns=columns)
+                    ends = np.cumsum([meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+                    starts = ends - [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+                    groups = [g for g in range(meta.num_row_groups) if starts[g] < span[1] and ends[g] > span[0]]
+                    table = pf.read_row_groups(groups)
+                    return int(starts[groups[0]]), int(ends[groups[-1]]), table
             except (pa.ArrowException, OSError) as err:
                 raise MimoError(f"{self.url}: segment plan {name} is unreadable ({type(err).__name__}: "
                                 f"{' '.join(str(err).split())[:200]})") from None
-            out.append(Segment(i, first, plan))
-            first += -(-plan.num_rows // self.rows_per_shard)
-        return out
 
-    def new_rows(self, worklist: pa.Table) -> list[int]:
-        """Indices of the worklist rows that no segment of the store holds yet."""
-        held = [seg.plan.column("text_id") for seg in self.segments()]
+        return read
+
+    def new_rows(self, worklist: pa.Table, segments: list[Segment] | None = None) -> np.ndarray:
+        """Indices (int64, ascending) of the worklist rows that no segment of the store holds yet."""
+        held = [seg.ids for seg in (self.segments() if segments is None else segments)]
         if not held:
-            return list(range(worklist.num_rows))
+            return np.arange(worklist.num_rows, dtype=np.int64)
         held = pa.chunked_array([c for col in held for c in col.chunks], type=pa.string())
+        held = held.chunk(0) if held.num_chunks == 1 else held.combine_chunks()
         # Arrow's hash set: millions of ids in seconds, no Python strings
-        found = pc.is_in(worklist.column("text_id"), value_set=held.combine_chunks())
-        return np.nonzero(~found.to_numpy(zero_copy_only=False))[0].tolist()
+        found = pc.is_in(worklist.column("text_id"), value_set=held)
+        return np.nonzero(~found.to_numpy(zero_copy_only=False))[0].astype(np.int64)
 
-    def plan(self, worklist: pa.Table, config: dict | None = None) -> tuple[list[Segment], int]:
+    def plan_row_group(self) -> int:
+        """Rows per row group of a plan file: whole shards, ~64k rows (a shard's rows read alone)."""
+        return self.rows_per_shard * max(1, 65536 // self.rows_per_shard)
+
+    def plan(self, worklist: pa.Table, config: dict | None = None, known=None) -> tuple[list[Segment], int]:
         """Append a segment for the worklist rows no segment holds; return (segments, rows reused).
 
         Every segment's arrays are (re)required here too, so a run killed between writing a plan
         and creating its arrays, or a worker that lists a plan another worker just wrote, finds them.
+        `known`: (segments, new_rows) of this worklist found a moment ago; used if the store still
+        has exactly those segments (plans are written once: the same count is the same segments).
         """
-        new = self.new_rows(worklist)
+        segments = self.segments()
+        if known is not None and len(known[0]) == len(segments):
+            segments, new = known
+        else:
+            new = self.new_rows(worklist, segments)
         reused = worklist.num_rows - len(new)
-        if not new:
-            segments = self.segments()
+        if not len(new):
             for seg in segments:
                 self._create_arrays(seg.index, seg.rows)
             return segments, reused
-        segments = self.segments()
-        rows = worklist.take(new).select(["text_id", "role", "max_length", "text"]).cast(PLAN_SCHEMA)
+        rows = worklist.select(PLAN_SCHEMA.names)
+        if len(new) < worklist.num_rows:
+            rows = rows.take(new)
         # similar lengths share shards, so batches inside a shard carry little padding
-        keyed = rows.append_column("chars", pc.utf8_length(rows.column("text")))
-        rows = rows.take(pc.sort_indices(keyed, [("chars", "ascending"), ("text_id", "ascending")]))
+        keys = pa.table({"chars": pc.utf8_length(rows.column("text")), "text_id": rows.column("text_id")})
+        order = pc.sort_indices(keys, [("chars", "ascending"), ("text_id", "ascending")])
+        del keys
+        order = order.to_numpy().astype(np.int64)
+        batches = rows.to_batches()  # zero-copy: the worklist's chunks (one per row group read)
+        offsets = np.cumsum([0] + [b.num_rows for b in batches])
         index = len(segments)
-        buf = io.BytesIO()
-        pq.write_table(rows, buf, compression="zstd", write_statistics=False, write_page_checksum=True)
         name = f"seg-{index:05d}.plan.parquet"
+        group = self.plan_row_group()
+
+        def write(fh):  # row group by row group: the sorted plan is never held whole beside the worklist
+            with pq.ParquetWriter(fh, PLAN_SCHEMA, compression="zstd", write_statistics=False,
+                                  write_page_checksum=True) as writer:
+                for start in range(0, len(order), group):
+                    writer.write_table(take_rows(batches, offsets, order[start:start + group]).cast(PLAN_SCHEMA),
+                                       row_group_size=group)
+
         self._create_arrays(index, rows.num_rows)  # arrays first: a published plan always has them
-        if not self._write_atomic(name, buf.getvalue(), exclusive=True):
-            with self.fs.open(self._path(name), "rb") as fh:
-                theirs = pq.read_table(fh)
-            if theirs.column("text_id").to_pylist() != rows.column("text_id").to_pylist():
+        if not self._write_atomic(name, write, exclusive=True):
+            theirs = self._plan_reader(name)(["text_id"], None).column("text_id")
+            if not theirs.equals(rows.column("text_id").take(order)):
                 raise MimoError(f"{self.url}: another run planned segment {index} with a different worklist at the "
                                 "same time; rerun once it is done (its texts will be reused)")
         if config is not None:  # the resolved config of the run that planned this segment
@@ -288,14 +383,21 @@ class VectorStore:
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
 
-    def done_shards(self, seg: Segment) -> set[int]:
-        found = set()
+    def markers(self, seg: Segment) -> dict[int, dict]:
+        """The segment's valid markers by shard number (one listing, each marker read once)."""
+        found = {}
         for p in self.fs.glob(self._path(f"{seg.name}.done/*.json")):
             try:
-                found.add(int(Path(p).stem))
+                shard = int(Path(p).stem)
             except ValueError:
                 continue
-        return {s for s in found if self.done_marker(seg, s) is not None}
+            marker = self.done_marker(seg, shard)
+            if marker is not None:
+                found[shard] = marker
+        return found
+
+    def done_shards(self, seg: Segment) -> set[int]:
+        return set(self.markers(seg))
 
     def pending_shards(self, segments: list[Segment]) -> list[tuple[int, Segment, int, int]]:
         """Shards without a valid marker (markers listed once per segment, not once per shard)."""
@@ -337,7 +439,7 @@ class VectorStore:
         [((shard, segment, start, end), why)]. One directory listing per array and segment."""
         out = []
         for seg in segments:
-            done = self.done_shards(seg)
+            done = self.markers(seg)
             files = {}
             for array in ("vectors", "ntokens"):
                 try:
@@ -348,7 +450,7 @@ class VectorStore:
             for shard, _, start, end in self.shards([seg]):
                 if shard not in done:
                     continue
-                recorded = (self.done_marker(seg, shard) or {}).get("bytes") or {}
+                recorded = done[shard].get("bytes") or {}
                 for array in ("vectors", "ntokens"):
                     key = self._shard_key(seg, array, start)
                     size = files[array].get(self.fs._strip_protocol(self._path(key)).rstrip("/"))
@@ -388,6 +490,23 @@ class VectorStore:
             return int(self.fs.du(self.root))
         except Exception:
             return 0
+
+
+def take_rows(batches: list[pa.RecordBatch], offsets: np.ndarray, rows: np.ndarray) -> pa.Table:
+    """`table.take(rows)` for a table given as record batches (offsets: their first rows, then the
+    total), one batch at a time: Arrow's take across many chunks cost ~0.6 s and a transient
+    allocation of about half the table per 64k rows (16 chunks, 303 MB); this costs the rows taken."""
+    rows, offsets = np.asarray(rows, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+    which = np.searchsorted(offsets, rows, side="right") - 1
+    by_batch = np.argsort(which, kind="stable")
+    sorted_which, sorted_rows = which[by_batch], rows[by_batch]
+    cuts = np.searchsorted(sorted_which, np.arange(len(batches) + 1))
+    pieces = [batches[b].take(pa.array(sorted_rows[cuts[b]:cuts[b + 1]] - offsets[b]))
+              for b in range(len(batches)) if cuts[b + 1] > cuts[b]]
+    if not pieces:
+        return pa.Table.from_batches([], schema=batches[0].schema) if batches else pa.table({})
+    taken = pa.Table.from_batches(pieces).combine_chunks()  # only the rows taken
+    return taken.take(pa.array(np.argsort(by_batch)))  # back to the order asked for
 
 
 def shard_digest(array: np.ndarray) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -62,6 +64,13 @@ def test_mapped_reads_equal_zarr_across_segments_and_partial_shards(tmp_path, dt
     reference = zarr_rows(store, picked)
     assert np.array_equal(raw, from_storage(reference, dtype))
     assert np.array_equal(targets.fetch(where).numpy(), from_storage(reference, dtype))
+    # prefaulting the page tables (the default for a store this small) changes no byte
+    assert targets.maps.prefaulted or not sys.platform.startswith("linux")
+    lazy = ShardMaps(targets.store, targets.segments, prefault=False)
+    assert not lazy.prefaulted
+    assert np.array_equal(lazy.gather(where), targets.maps.gather(where))
+    assert np.array_equal(lazy.gather(where[:0]), targets.maps.gather(where[:0]))
+    lazy.close()
 
 
 def test_id_index_lookup_and_bad_ids(tmp_path):
@@ -77,14 +86,35 @@ def test_id_index_lookup_and_bad_ids(tmp_path):
         index.lookup([ids[0], "short"])
 
 
-def test_absent_chunk_reads_as_zeros_and_compressed_store_is_refused(tmp_path):
+def test_id_keys_in_blocks_equal_one_pass_and_name_the_right_row(tmp_path, monkeypatch):
+    import pipeline.cache_index as cache_index
+
+    store, texts = write_store(tmp_path / "s.zarr", [37, 9])
+    ids = [text_id("document", 256, t) for t in texts]
+    whole = id_keys(ids)
+    index = IdIndex(store.segments(), store.rows_per_shard)
+    monkeypatch.setattr(cache_index, "BLOCK", 5)  # 46 ids: 10 blocks, the last one partial
+    blocked = id_keys(pa.chunked_array([pa.array(ids[:7]), pa.array(ids[7:])]))
+    assert all(np.array_equal(a, b) for a, b in zip(whole, blocked))
+    small = IdIndex(store.segments(), store.rows_per_shard)
+    assert all(np.array_equal(getattr(index, k), getattr(small, k)) for k in ("high", "low", "where"))
+    assert np.array_equal(small.lookup(ids[::-1])[0], index.lookup(ids[::-1])[0])
+    with pytest.raises(MimoError, match=r"\(row 12\) is not lowercase hex"):
+        id_keys(ids[:12] + [ids[12].upper()] + ids[13:])
+
+
+@pytest.mark.parametrize("prefault", [True, False], ids=["prefaulted", "faulted-in"])
+def test_absent_chunk_reads_as_zeros_and_compressed_store_is_refused(tmp_path, prefault):
     store, texts = write_store(tmp_path / "s.zarr", [16])
     seg = store.segments()[0]
     array = zarr.open_array(store._zarr_store(), mode="r+", path=f"{seg.name}/vectors")
     array[4:8] = 0  # an all-fill-value chunk: Zarr removes it from the shard
-    maps = ShardMaps(store, store.segments())
+    maps = ShardMaps(store, store.segments(), prefault=prefault)
+    assert maps.prefaulted == (prefault and sys.platform.startswith("linux"))
     assert maps.chunk_offset[0, 1] == -1
     assert np.array_equal(maps.gather(np.arange(16)), store.read_segment(seg))
+    assert np.array_equal(maps.gather(np.array([5, 0, 5, 15])), store.read_segment(seg)[[5, 0, 5, 15]])
+    maps.close()
 
     other = VectorStore(str(tmp_path / "z.zarr"), fingerprint={"model": "test"}, dim=8, rows_per_shard=16,
                         rows_per_chunk=4, create=True)
@@ -106,3 +136,17 @@ def test_ids_sharing_their_high_bits_resolve_exactly():
     assert where.tolist() == [22, 21, -1, 20, 24]
     with pytest.raises(MimoError, match=r"text id 'ABCDEF.*' \(row 0\) is not lowercase hex"):
         index.lookup(["ABCDEF" + "0" * 26])
+
+
+def test_stored_bits_check_by_hand(tmp_path):
+    # bf16 bit patterns: the check never widens them; sign bits must not matter
+    store, texts = write_store(tmp_path / "s.zarr", [16])
+    targets = TeacherTargets(str(tmp_path / "s.zarr"))
+    where = np.arange(2, dtype=np.int64)
+    fine = np.array([[0x3F80, 0x8000], [0x0001, 0x7F7F]], dtype=np.uint16)  # 1.0, -0; a denormal, max finite
+    targets._check(where, fine)
+    for bits, what in [(0x7F80, "not finite"), (0xFF80, "not finite"), (0x7FC0, "not finite"),
+                       (0xFFFF, "not finite"), (0x8000, "all zero"), (0x0000, "all zero")]:
+        bad = np.array([[0x3F80, 0x3F80], [bits, bits if what == "all zero" else 0x3F80]], dtype=np.uint16)
+        with pytest.raises(MimoError, match=rf"row 1 is {what} \(1 such target"):
+            targets._check(where, bad)
