@@ -17,7 +17,7 @@ Writes under --out:
 - `full.zarr`: one uninterrupted run; `killed.zarr`: a run killed with SIGKILL after about
   `--kill-at` of its shards, then resumed until its first new shard is written.
 
-Each `mimo` command runs in a fresh subprocess (`python -m pipeline.cli ...` behind a small
+Each `mimo` command runs in a fresh subprocess (`python -m mimo_cli ...` behind a small
 wrapper that times, in the same process, the encoder's `encode` (tokenization + forward: "the
 model"), its setup (`make_teacher`, `warm_up`), and the cache's own phases). Wall and CPU seconds
 come from the kernel (`os.wait4` on the child), peak RSS from the child's VmHWM (/proc, read by
@@ -193,7 +193,7 @@ def child(timing_path: str, args: list[str]) -> None:
     timed(store_mod.VectorStore, "size_bytes", "store size (du)")
     timed(store_mod.Segment, "slice", "plan rows of a shard (row groups)")
 
-    from pipeline.cli import app
+    from mimo_cli.main import app
 
     try:
         app(args=args, prog_name="mimo")

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/paper_scale.py --out work/paper_scale --scale 1.0     # ~61M Stage-1 pairs, 39.8M triples
     .venv/bin/python bench/paper_scale.py --out /tmp/ps --scale 0.0001           # a few seconds
-    .venv/bin/python -m pipeline.cli prepare --config work/paper_scale/prepare.toml
+    .venv/bin/python -m mimo_cli prepare --config work/paper_scale/prepare.toml
 
 Writes under --out (seeded: the same arguments give the same bytes; streamed: memory stays
 bounded by one batch of `--batch-rows` rows whatever the scale):

@@ -22,7 +22,7 @@ from pathlib import Path
 from eval.benchmark import Benchmark, parallel_qa
 from eval.local import read_qrels
 from pipeline.errors import MimoError
-from pipeline.languages import LANGUAGES
+from pipeline.languages import LANGUAGES, check_languages
 from pipeline.readers import fetch_dataset_file, read_columns
 
 BELEBELE_CONFIGS = {  # FLORES-200 codes; Standard Arabic (MIMO's builder uses acm_Arab)
@@ -42,16 +42,6 @@ MIRACL_LANGUAGES = ("ar", "zh", "en", "fr", "de", "hi", "id", "ja", "ru", "es") 
 
 def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())
-
-
-def _languages(name: str, requested, available, default) -> tuple[str, ...]:
-    langs = tuple(requested) or tuple(default)
-    bad = [lang for lang in langs if lang not in available]
-    if bad:
-        raise MimoError(f"{name}: language(s) {' '.join(bad)} not available (available: {' '.join(available)})")
-    if len(set(langs)) != len(langs):
-        raise MimoError(f"{name}: language codes repeat: {' '.join(langs)}")
-    return langs
 
 
 def _load(hub_id: str, config: str, split: str, revision: str, columns, optional=(), any_split=False) -> dict:
@@ -97,7 +87,7 @@ def _release_titled(table: dict) -> list[str]:
 def belebele(hub_id: str = "", revision: str = "main", languages: tuple[str, ...] = (), split: str = "") -> Benchmark:
     """Belebele: question stem -> FLORES passage; 900 questions on 488 passages per language."""
     hub_id, split = hub_id or "facebook/belebele", split or "test"
-    langs = _languages("belebele", languages, tuple(BELEBELE_CONFIGS), LANGUAGES)
+    langs = check_languages(languages, "belebele", tuple(BELEBELE_CONFIGS), LANGUAGES)
     rows = {}
     for lang in langs:
         t = _load(hub_id, BELEBELE_CONFIGS[lang], split, revision, ("link", "question_number", "question", "flores_passage"))
@@ -109,7 +99,7 @@ def belebele(hub_id: str = "", revision: str = "main", languages: tuple[str, ...
 def xquad(hub_id: str = "", revision: str = "main", languages: tuple[str, ...] = (), split: str = "") -> Benchmark:
     """XQuAD: 1,190 questions on 240 paragraphs per language, fully parallel by `id`."""
     hub_id, split = hub_id or "google/xquad", split or "validation"
-    langs = _languages("xquad", languages, XQUAD_LANGUAGES, XQUAD_LANGUAGES)
+    langs = check_languages(languages, "xquad", XQUAD_LANGUAGES, XQUAD_LANGUAGES)
     rows = {}
     for lang in langs:
         t = _load(hub_id, f"xquad.{lang}", split, revision, ("id", "question", "context"))
@@ -126,7 +116,7 @@ def mlqa(hub_id: str = "", revision: str = "main", languages: tuple[str, ...] = 
     import datasets
 
     hub_id, split = hub_id or "google/xtreme", split or "test"
-    langs = _languages("mlqa", languages, MLQA_LANGUAGES, MLQA_LANGUAGES)
+    langs = check_languages(languages, "mlqa", MLQA_LANGUAGES, MLQA_LANGUAGES)
     try:
         configs = set(datasets.get_dataset_config_names(hub_id, revision=revision))
     except Exception as err:
@@ -152,7 +142,7 @@ def multieup(hub_id: str = "", revision: str = "main", languages: tuple[str, ...
     hub_id = hub_id or "unimelb-nlp/MultiEup-v2"
     if split not in ("", "train"):
         raise MimoError(f"{hub_id}: MultiEuP-v2 has one split, 'train', not {split!r}")
-    langs = _languages("multieup", languages, MULTIEUP_LANGUAGES, MULTIEUP_PAPER)
+    langs = check_languages(languages, "multieup", MULTIEUP_LANGUAGES, MULTIEUP_PAPER)
     path = fetch_dataset_file(hub_id, MULTIEUP_FILE, revision)
     skipped: Counter = Counter()
     docs: dict[str, tuple[str, str]] = {}  # did -> (text, lang)
@@ -218,7 +208,7 @@ def _neuclir(name: str, default_corpus: str, hub_id: str, revision: str, languag
     corpus_id, bench_id = corpus_id or default_corpus, bench_id or NEUCLIR_BENCH
     corpus_rev, _, bench_rev = (revision or "main").partition("+")
     corpus_rev, bench_rev, split = corpus_rev or "main", bench_rev or "main", split or "test"
-    langs = _languages(name, languages, tuple(NEUCLIR_CODES), tuple(NEUCLIR_CODES))
+    langs = check_languages(languages, name, tuple(NEUCLIR_CODES), tuple(NEUCLIR_CODES))
     skipped: Counter = Counter()
     doc_ids, doc_texts, doc_langs, track = [], [], [], set()
     for lang in langs:
@@ -264,7 +254,7 @@ def miracl(hub_id: str = "", revision: str = "main", languages: tuple[str, ...] 
     languages); a judgment is matched only within its own language's corpus.
     """
     hub_id, split = hub_id or "mteb/MIRACLRetrievalHardNegatives", split or "dev"
-    langs = _languages("miracl", languages, MIRACL_LANGUAGES, MIRACL_LANGUAGES)
+    langs = check_languages(languages, "miracl", MIRACL_LANGUAGES, MIRACL_LANGUAGES)
     qids, qtexts, qlangs, dids, dtexts, dlangs, qrels = [], [], [], [], [], [], {}
     for lang in langs:
         corpus = _load(hub_id, f"{lang}-corpus", split, revision, ("_id", "text"), ("title",), any_split=True)

@@ -14,12 +14,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from eval.benchmark import Benchmark
 from eval.encoders import Embedder, ModelSpec
-from pipeline.config import write_resolved_config
+from pipeline.config import WORK_FOLDER, write_resolved_config
 from eval.release import RELEASE_REPO
 from pipeline.errors import MimoError
 
@@ -57,6 +58,10 @@ class BenchmarkSpec:
 
 @dataclass(frozen=True)
 class EvalConfig:
+    WORK_PATHS: ClassVar[dict[str, str]] = {"out_dir": WORK_FOLDER["eval"],
+                                            "embeddings_dir": WORK_FOLDER["eval"] + "/embeddings"}
+
+    work_dir: str = "work/paper"  # the setup's work folder (pipeline/config.py): out_dir, embeddings_dir derive from it
     out_dir: str = "work/paper/eval"
     embeddings_dir: str = "work/paper/eval/embeddings"  # reused across eval runs (one folder per model)
     models: tuple[ModelSpec, ...] = ()

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import prepared_layout as layout
 from pipeline.cache_read import TeacherTargets
 from pipeline.config import write_resolved_config
 from pipeline.errors import MimoError
@@ -28,8 +29,9 @@ from pipeline.outputs import staged_output_dir
 
 # stage -> (prepared table, [(output column, table column)], teacher id columns in label order)
 LAYOUTS = {
-    "stage1": ("stage1/pairs.parquet", [("text", "text")], ["teacher_id"]),
-    "stage2": ("stage2/mimo.parquet", [("query", "q_text"), ("passage", "p_text")], ["q_teacher_id", "p_teacher_id"]),
+    "stage1": (layout.STAGE1_PAIRS, [("text", "text")], ["teacher_id"]),
+    "stage2": (f"{layout.STAGE2_DIR}/mimo.parquet", [("query", "q_text"), ("passage", "p_text")],
+               ["q_teacher_id", "p_teacher_id"]),
 }
 
 

@@ -4,6 +4,11 @@ Every step has one frozen dataclass; nested dataclasses are addressed with dotte
 (`stage1.min_chars=5`). Unknown keys and values of the wrong type are errors that name the key
 and where it came from. The resolved config is written as JSON next to every output, and that
 file loads back with `--config`.
+
+One work folder: a setup file names its root once (top-level `work_dir = "work/sample"`), and every
+path a step's class lists in `WORK_PATHS` (templates over `WORK_FOLDER`) that the file or the command
+line does not set derives from it (`{work_dir}/prepared`, `{work_dir}/stage2-{method}`, ...). The
+sweep's runs take `[stage2]`, with `[sweep.stage2]` listing only what differs.
 """
 
 from __future__ import annotations
@@ -19,6 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import MimoError
+
+
+# A setup's work folder: where each step writes (and the next step reads) by default
+WORK_FOLDER = {"prepared": "{work_dir}/prepared", "cache": "{work_dir}/teacher_cache.zarr",
+               "stage1": "{work_dir}/stage1", "stage2": "{work_dir}/stage2-{method}", "sweep": "{work_dir}/sweep",
+               "eval": "{work_dir}/eval"}
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -170,34 +181,85 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-# The sections a setup file may hold, one per CLI step (configs/sample.toml, configs/paper.toml).
+# The sections a setup file may hold, one per CLI step (configs/sample.toml, configs/paper.toml),
+# and the one setting beside them: the work folder the steps' default paths derive from.
 STEPS = ("prepare", "teacher_cache", "stage1", "stage2", "sweep", "eval")
+TOP_LEVEL = ("work_dir",)
 
 
 def step_section(data: dict[str, Any], step: str, path) -> dict[str, Any]:
-    """The settings of `step` in a config file: a setup file's [step] table, or a resolved config.json."""
+    """The settings of `step` in a config file: a setup file's [step] table (with the file's work_dir, and
+    for the sweep [stage2] under [sweep.stage2]), or a resolved config.json."""
     if "_step" in data:  # written by write_resolved_config: one step's settings at top level
         if data["_step"] != step:
             raise MimoError(f"config file {path} holds the {data['_step']!r} step's config, not {step!r}")
         return {k: v for k, v in data.items() if k != "_step"}
     for key in data:
-        if key not in STEPS:
+        if key not in STEPS + TOP_LEVEL:
             raise _unknown(key, STEPS, f"config file {path} (top-level sections are steps)")
-    section = data.get(step, {})
-    if not isinstance(section, dict):
-        raise MimoError(f"config file {path}: [{step}] must be a table")
+    for key in STEPS:
+        if not isinstance(data.get(key, {}), dict):
+            raise MimoError(f"config file {path}: [{key}] must be a table")
+    section = dict(data.get(step, {}))
+    if "work_dir" in data:
+        if not isinstance(data["work_dir"], str):
+            raise MimoError(f"config file {path}: work_dir must be a folder path, got {data['work_dir']!r}")
+        section.setdefault("work_dir", data["work_dir"])
+    if step == "sweep" and data.get("stage2"):  # the sweep's runs inherit [stage2]; [sweep.stage2] overrides
+        inner = section.get("stage2", {})
+        if not isinstance(inner, dict):
+            raise MimoError(f"config file {path}: [sweep.stage2] must be a table")
+        section["stage2"] = {**data["stage2"], **inner}
     return section
 
 
+def _merge(into: dict, updates: dict) -> dict:
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def derive_work_paths(cfg, explicit: dict[str, Any], work_dir: str | None = None):
+    """`cfg` with every WORK_PATHS entry not in `explicit` (the keys a file or the command line set)
+    derived from its work_dir; nested configs take their parent's work_dir unless they set their own."""
+    changes: dict[str, Any] = {}
+    if hasattr(cfg, "work_dir"):
+        if work_dir is not None and "work_dir" not in explicit:
+            changes["work_dir"] = work_dir
+        work_dir = changes.get("work_dir", cfg.work_dir)
+        values = {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}, "work_dir": work_dir}
+        for name, template in getattr(type(cfg), "WORK_PATHS", {}).items():
+            if name not in explicit:
+                changes[name] = (tuple(t.format(**values) for t in template) if isinstance(template, tuple)
+                                 else template.format(**values))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            nested = explicit.get(f.name, {})
+            changes[f.name] = derive_work_paths(value, nested if isinstance(nested, dict) else {}, work_dir)
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
 def load_config(cls, step: str, path: str | Path | None = None, overrides=()):
-    """Build `cls` from its defaults, then the [step] section of the file at `path`, then overrides."""
+    """Build `cls` from its defaults, then the [step] section of the file at `path`, then overrides;
+    the work-folder paths neither of them set derive from work_dir (the module docstring)."""
     cfg = cls()
+    explicit: dict[str, Any] = {}
     if path is not None:
         data = step_section(read_config_file(path), step, path)
         cfg = _apply(cfg, data, f"config file {path}", from_text=False)
+        _merge(explicit, data)
     if overrides:
-        cfg = _apply(cfg, parse_overrides(overrides), "the command line", from_text=True)
-    return cfg
+        updates = parse_overrides(overrides)
+        cfg = _apply(cfg, updates, "the command line", from_text=True)
+        _merge(explicit, updates)
+    try:
+        return derive_work_paths(cfg, explicit)
+    except MimoError as err:
+        raise MimoError(f"{path or 'the command line'}: {err}") from None
 
 
 def changed_settings(before: dict, now: dict) -> list[str]:

@@ -13,14 +13,18 @@ MMARCO_NAMES: dict[str, str] = {
 }
 
 
-def check_languages(langs, where: str) -> tuple[str, ...]:
-    """Return `langs` as a tuple, or raise MimoError naming the first unknown code and `where`."""
+def check_languages(langs, where: str, known=None, default=()) -> tuple[str, ...]:
+    """Return `langs` (or `default` when empty) as a tuple, or raise MimoError naming `where` and the
+    first code outside `known` (the paper's 14 by default; a benchmark passes the languages it has),
+    or the repeated codes."""
     from pipeline.errors import MimoError
 
-    out = tuple(langs)
-    for lang in out:
-        if lang not in LANGUAGES:
-            raise MimoError(f"{where}: unknown language code {lang!r} (known: {' '.join(LANGUAGES)})")
+    out = tuple(langs) or tuple(default)
+    bad = [lang for lang in out if lang not in (LANGUAGES if known is None else known)]
+    if bad and known is None:
+        raise MimoError(f"{where}: unknown language code {bad[0]!r} (known: {' '.join(LANGUAGES)})")
+    if bad:
+        raise MimoError(f"{where}: language(s) {' '.join(bad)} not available (available: {' '.join(known)})")
     if len(set(out)) != len(out):
         raise MimoError(f"{where}: language codes repeat: {' '.join(out)}")
     return out

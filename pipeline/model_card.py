@@ -16,6 +16,7 @@ import platform
 import time
 from pathlib import Path
 
+from pipeline import prepared_layout as layout
 from pipeline.errors import MimoError
 from pipeline.model_files import E5_SMALL
 from pipeline.ranks import torchrun_world
@@ -141,10 +142,10 @@ def _table_facts(cfg: dict) -> dict:
     prepared = Path(cfg.get("prepared", ""))
     prep_cfg = _json(prepared / "config.json", {})
     if _stage(cfg) == "stage1":
-        table_path, lang_cols = prepared / "stage1" / "pairs.parquet", ("lang",)
+        table_path, lang_cols = layout.stage1_pairs(prepared), ("lang",)
     else:
-        comp = {"mimo": "mimo", "xlco": "mimo", "infonce": "infonce", "lakda": "lakda"}.get(cfg.get("method"), "mimo")
-        table_path, lang_cols = prepared / "stage2" / f"{comp}.parquet", ("q_lang", "p_lang")
+        comp = layout.METHOD_COMPOSITION.get(cfg.get("method"), "mimo")
+        table_path, lang_cols = layout.stage2_table(prepared, comp), ("q_lang", "p_lang")
     facts = {"rows": None, "languages": set(), "datasets": [], "source": ""}
     try:
         names = pq.read_schema(table_path).names

@@ -1,12 +1,7 @@
 """The `prepare` step: Stage-1 pairs, Stage-2 compositions and the teacher's worklist.
 
-Output directory layout (every table has an explicit schema; same inputs and seed give the same bytes):
-    stage1/pairs.parquet          Stage-1 pairs (t_en, t_XX) in training order
-    stage1/report.json            rows dropped by each filter, per language
-    stage2/{mimo,infonce,lakda}.parquet   the same instances under each composition
-    stage2/report.json            pair counts and counted skips
-    teacher_worklist.parquet      unique English texts the teacher must encode
-    config.json                   the resolved config
+Output directory layout: pipeline/prepared_layout.py (every table has an explicit schema; same
+inputs and seed give the same bytes).
 """
 
 from __future__ import annotations
@@ -18,11 +13,13 @@ from collections import Counter
 from itertools import permutations
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import write_resolved_config
+from pipeline import prepared_layout as layout
+from pipeline.config import WORK_FOLDER, write_resolved_config
 from pipeline.errors import MimoError
 from pipeline.outputs import staged_output_dir, write_table
 from pipeline.stage1_data import FILTERS, Stage1DataConfig, prepare_stage1
@@ -34,6 +31,9 @@ STAGES = ("stage1", "stage2")
 
 @dataclass(frozen=True)
 class PrepareConfig:
+    WORK_PATHS: ClassVar[dict[str, str]] = {"out_dir": WORK_FOLDER["prepared"]}
+
+    work_dir: str = "work/paper"  # the setup's work folder (pipeline/config.py): out_dir defaults to {work_dir}/prepared
     out_dir: str = "work/paper/prepared"
     seed: int = 42
     stages: tuple[str, ...] = STAGES
@@ -77,9 +77,9 @@ def run_prepare(cfg: PrepareConfig, echo=print) -> Path:
         if "stage1" in cfg.stages:
             with _Phase("stage 1: read, filter, draft", echo):
                 pairs, report = prepare_stage1(cfg.stage1, cfg.seed, cfg.sample_dir)
-                (out / "stage1").mkdir()
-                write_table(pairs, out / "stage1" / "pairs.parquet")
-                _dump(report, out / "stage1" / "report.json")
+                (out / layout.STAGE1_DIR).mkdir()
+                write_table(pairs, layout.stage1_pairs(out))
+                _dump(report, layout.report(out, layout.STAGE1_DIR))
             # Stage 1 has no prompt (App. C): every English side is a document at the Stage-1 length
             parts.append(pa.table({"text_id": pairs.column("teacher_id"),
                                    "role": pa.array(["document"] * pairs.num_rows, pa.string()),
@@ -91,17 +91,17 @@ def run_prepare(cfg: PrepareConfig, echo=print) -> Path:
         if "stage2" in cfg.stages:
             with _Phase("stage 2: read, compose", echo):
                 tables, report = prepare_stage2(cfg.stage2, cfg.seed, cfg.sample_dir)
-                (out / "stage2").mkdir()
+                (out / layout.STAGE2_DIR).mkdir()
                 for name, table in tables.items():
-                    write_table(table, out / "stage2" / f"{name}.parquet")
+                    write_table(table, layout.stage2_table(out, name))
                 english = report.pop("english")
-                _dump(report, out / "stage2" / "report.json")
+                _dump(report, layout.report(out, layout.STAGE2_DIR))
             parts.append(build_worklist(stage2_worklist_entries(english, cfg.stage2)))
             echo(_stage2_summary(report, tables, cfg.stage2.languages))
             del tables, english
         with _Phase("teacher worklist", echo):
             worklist = worklist_from_tables(parts)
-            write_table(worklist, out / "teacher_worklist.parquet")
+            write_table(worklist, layout.teacher_worklist(out))
         write_resolved_config(cfg, out, "prepare")
         roles = worklist.group_by(["role", "max_length"]).aggregate([("text_id", "count")]).to_pylist()
         roles = sorted((r["role"], r["max_length"], r["text_id_count"]) for r in roles)

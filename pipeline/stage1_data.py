@@ -1,5 +1,9 @@
 """Stage 1 preparation: parallel pairs (t_en, t_XX) with the paper's filters (App. B.1).
 
+Longer than ~300 lines for a reason: the sources, the filters and the draft share one config and are read
+in the order they run; the release's selection and the streaming path live apart (stage1_release.py,
+stage1_stream.py).
+
 Sources: the sentence-transformers `parallel-sentences-*` data sets on the hub (the eight OPUS
 corpora the paper names), the legacy single repository `sentence-transformers/parallel-sentences`
 that the authors' release reads (`source = "hub-legacy"`, pipeline/stage1_release.py), local
@@ -230,6 +234,13 @@ def _corpus_ranks(cfg: Stage1DataConfig, raw) -> dict[str, int]:
     return {}  # sample: one corpus; hub-legacy: given by its reader
 
 
+def check_local_languages(named, cfg: Stage1DataConfig) -> None:
+    """Refuse stage1.local_files entries for languages stage1.languages does not list."""
+    unused = sorted(set(named) - set(cfg.languages))
+    if unused:
+        raise MimoError(f"stage1.local_files names language(s) {', '.join(unused)} not in stage1.languages")
+
+
 def prepare_stage1(cfg: Stage1DataConfig, seed: int, sample_dir: str | Path,
                    stream: bool = True) -> tuple[pa.Table, dict]:
     """Build the Stage-1 pair table (training order) and the per-language filter report.
@@ -252,9 +263,7 @@ def prepare_stage1(cfg: Stage1DataConfig, seed: int, sample_dir: str | Path,
             raw["en"] = [("sample", sample_parallel_sentences(sample, "en"))]
     elif cfg.source == "local":
         raw = _local_pairs(cfg)
-        unused = sorted(set(raw) - set(cfg.languages))
-        if unused:
-            raise MimoError(f"stage1.local_files names language(s) {', '.join(unused)} not in stage1.languages")
+        check_local_languages(raw, cfg)
         if "en" in raw and cfg.dedup == "release":
             raise MimoError("stage1.local_files: en: files do not apply with stage1.dedup=release "
                             "(its English pairs are the first English sides of the other languages' pairs)")

@@ -24,7 +24,7 @@ from pipeline.errors import MimoError
 from pipeline.readers import fetch_dataset_file
 from pipeline.sample import load_sample, sample_parallel_sentences
 from pipeline.stage1_data import (FILTERS, HUB_SUBSET_NAMES, STAGE1_SCHEMA, Stage1DataConfig, _english_key, _local_pairs,
-                                  draft)
+                                  check_local_languages, draft)
 from pipeline.worklist import text_id
 
 
@@ -196,9 +196,7 @@ def prepare_stage1_streamed(cfg: Stage1DataConfig, seed: int, sample_dir: str | 
             by_lang["en"] = [_table_source("sample", sample_parallel_sentences(sample, "en"))]
     elif cfg.source == "local":
         by_lang = _local_sources(cfg)
-        unused = sorted(set(by_lang) - set(cfg.languages))
-        if unused:
-            raise MimoError(f"stage1.local_files names language(s) {', '.join(unused)} not in stage1.languages")
+        check_local_languages(by_lang, cfg)
     else:
         listings: dict[str, list[str]] = {}
         for lang in non_english:

@@ -1,5 +1,8 @@
 """The teacher-vector store: sharded Zarr v3, built in segments, resumable shard by shard.
 
+Longer than ~300 lines for a reason: one on-disk format (layout, plan, shard writes, completion markers,
+damage checks) whose ordering rules (plan before shards, marker after a durable write) read together.
+
 Layout of a store (a local directory or an fsspec URL such as s3://bucket/cache.zarr):
 
     zarr.json                      root group; attributes["mimo_teacher_cache"] = format version,

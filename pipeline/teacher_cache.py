@@ -12,13 +12,15 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.config import config_to_dict
+from pipeline.config import WORK_FOLDER, config_to_dict
+from pipeline.prepared_layout import TEACHER_WORKLIST
 from pipeline.errors import MimoError
 from pipeline.ranks import env_int
 from pipeline.store import FORMAT_VERSION, STORE_DTYPES, VectorStore
@@ -28,6 +30,10 @@ from pipeline.worklist import ROLES, WORKLIST_SCHEMA
 
 @dataclass(frozen=True)
 class TeacherCacheConfig:
+    WORK_PATHS: ClassVar[dict] = {"worklists": (f"{WORK_FOLDER['prepared']}/{TEACHER_WORKLIST}",),
+                                  "store": WORK_FOLDER["cache"]}
+
+    work_dir: str = "work/paper"  # the setup's work folder (pipeline/config.py): worklists and store derive from it
     worklists: tuple[str, ...] = ("work/paper/prepared/teacher_worklist.parquet",)
     store: str = "work/paper/teacher_cache.zarr"  # local path or fsspec URL (s3://, gs://)
     dtype: str = "bfloat16"  # stored dtype: bfloat16 (as the user asked), float16 (~8x finer on unit vectors), float32

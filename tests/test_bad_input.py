@@ -22,7 +22,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from mimo_cli.main import app
 from pipeline.errors import MimoError
 from tests.test_teacher_cache import config as cache_config
 from tests.test_teacher_cache import varied_texts, write_worklist
@@ -354,7 +354,7 @@ def test_bad_input_table(world, tmp_path, monkeypatch, name):
 
 
 def test_debug_shows_the_traceback(monkeypatch, tmp_path):
-    import pipeline.cli as cli_module
+    import mimo_cli.main as cli_module
     import pipeline.prepare
 
     def boom(*_a, **_k):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import _steps
+from mimo_cli.main import _steps
 from pipeline.config import STEPS, load_config, write_resolved_config
 from pipeline.errors import MimoError
 from pipeline.prepare import PrepareConfig
@@ -92,3 +92,104 @@ def test_stage1_data_paper_config_is_the_release_and_sample_stays_fair():
     assert (sample.source, sample.dedup, sample.max_length_ratio_inclusive) == ("sample", "fair", False)
     cfg = load_config(PrepareConfig, "prepare", None, ["stage1.dedup=release", "stage1.chinese_subsets=zh,zh-cn"])
     assert cfg.stage1.dedup == "release" and cfg.stage1.chinese_subsets == ("zh", "zh-cn")
+
+
+def test_work_dir_derives_every_steps_paths(tmp_path):
+    from eval.run import EvalConfig
+    from pipeline.teacher_cache import TeacherCacheConfig
+    from trainer.stage1 import Stage1Config
+    from trainer.stage2 import Stage2Config
+
+    path = tmp_path / "setup.toml"
+    path.write_text('work_dir = "runs/x"\n[stage2]\nmethod = "lakda"\n')
+    assert load_config(PrepareConfig, "prepare", path).out_dir == "runs/x/prepared"
+    cache = load_config(TeacherCacheConfig, "teacher_cache", path)
+    assert cache.worklists == ("runs/x/prepared/teacher_worklist.parquet",) and cache.store == "runs/x/teacher_cache.zarr"
+    s1 = load_config(Stage1Config, "stage1", path)
+    assert (s1.work_dir, s1.prepared, s1.cache, s1.out_dir) == (
+        "runs/x", "runs/x/prepared", "runs/x/teacher_cache.zarr", "runs/x/stage1")
+    s2 = load_config(Stage2Config, "stage2", path)
+    assert (s2.prepared, s2.cache, s2.init, s2.out_dir) == (
+        "runs/x/prepared", "runs/x/teacher_cache.zarr", "runs/x/stage1", "runs/x/stage2-lakda")
+    # the method decides the default folder, as the Makefile's baselines name them
+    assert load_config(Stage2Config, "stage2", path, ["method=infonce"]).out_dir == "runs/x/stage2-infonce"
+    ev = load_config(EvalConfig, "eval", path)
+    assert (ev.out_dir, ev.embeddings_dir) == ("runs/x/eval", "runs/x/eval/embeddings")
+    # no file: the paper's folder, the dataclass defaults
+    assert load_config(Stage1Config, "stage1") == Stage1Config()
+    assert load_config(Stage2Config, "stage2") == Stage2Config()
+    # a work_dir on the command line moves every derived path
+    s1 = load_config(Stage1Config, "stage1", path, ["work_dir=/data/y"])
+    assert (s1.prepared, s1.cache, s1.out_dir) == ("/data/y/prepared", "/data/y/teacher_cache.zarr", "/data/y/stage1")
+
+
+def test_explicit_paths_override_the_work_dir(tmp_path):
+    from trainer.stage2 import Stage2Config
+
+    path = tmp_path / "setup.toml"
+    path.write_text('work_dir = "runs/x"\n[stage2]\ncache = "s3://bucket/cache.zarr"\n')
+    s2 = load_config(Stage2Config, "stage2", path, ["init=", "out_dir=elsewhere"])
+    assert (s2.prepared, s2.cache, s2.init, s2.out_dir) == (
+        "runs/x/prepared", "s3://bucket/cache.zarr", "", "elsewhere")  # init= : no Stage-1 start (the baselines)
+    # a section's own work_dir wins over the file's
+    path.write_text('work_dir = "runs/x"\n[stage2]\nwork_dir = "runs/z"\n')
+    assert load_config(Stage2Config, "stage2", path).prepared == "runs/z/prepared"
+    path.write_text('work_dir = 3\n')
+    with pytest.raises(MimoError, match="work_dir must be a folder path"):
+        load_config(Stage2Config, "stage2", path)
+    # the resolved config.json holds the derived paths and loads back as it was
+    cfg = load_config(Stage2Config, "stage2", None, ["work_dir=runs/q"])
+    written = write_resolved_config(cfg, tmp_path, "stage2")
+    assert load_config(Stage2Config, "stage2", written) == cfg and cfg.init == "runs/q/stage1"
+
+
+def test_sweep_inherits_stage2(tmp_path):
+    from trainer.sweep import SweepConfig
+
+    path = tmp_path / "setup.toml"
+    path.write_text('work_dir = "runs/x"\n[stage2]\nbatch_size = 64\nmini_batch_size = 16\ncontrastive_group_size = 0\nepochs = 3\nlam = 0.5\n'
+                    '[sweep]\nlambdas = [0.0, 1.0]\n[sweep.stage2]\nepochs = 2\n')
+    sweep = load_config(SweepConfig, "sweep", path)
+    assert sweep.out_dir == "runs/x/sweep" and sweep.lambdas == (0.0, 1.0)
+    s2 = sweep.stage2
+    assert (s2.batch_size, s2.mini_batch_size, s2.lam) == (64, 16, 0.5)  # from [stage2]
+    assert s2.epochs == 2  # [sweep.stage2] lists what differs
+    assert (s2.prepared, s2.cache, s2.init) == ("runs/x/prepared", "runs/x/teacher_cache.zarr", "runs/x/stage1")
+    assert load_config(SweepConfig, "sweep", path, ["stage2.epochs=5"]).stage2.epochs == 5
+    path.write_text('[stage2]\nmethod = "xlco"\n')
+    with pytest.raises(MimoError, match="a lambda sweep runs method=mimo"):
+        load_config(SweepConfig, "sweep", path)
+
+
+@pytest.mark.parametrize("name, work", [("sample.toml", "work/sample"), ("sample-minilm.toml", "work/sample-minilm"),
+                                        ("paper.toml", "work/paper")])
+def test_setup_files_keep_their_paths(name, work):
+    """The setups name their folder once; the paths the Makefile and the eval models rely on stay."""
+    from trainer.stage1 import Stage1Config
+    from trainer.stage2 import Stage2Config
+    from trainer.sweep import SweepConfig
+
+    path = {p.name: p for p in CONFIGS}[name]
+    assert load_config(PrepareConfig, "prepare", path).out_dir == f"{work}/prepared"
+    s1 = load_config(Stage1Config, "stage1", path)
+    assert (s1.prepared, s1.cache, s1.out_dir) == (f"{work}/prepared", f"{work}/teacher_cache.zarr", f"{work}/stage1")
+    s2 = load_config(Stage2Config, "stage2", path)
+    assert (s2.init, s2.out_dir) == (f"{work}/stage1", f"{work}/stage2-mimo")
+    for method in ("infonce", "xlco", "lakda"):  # `make baselines`
+        assert load_config(Stage2Config, "stage2", path, [f"method={method}", "init="]).out_dir == f"{work}/stage2-{method}"
+    sweep = load_config(SweepConfig, "sweep", path)
+    assert sweep.out_dir == f"{work}/sweep" and sweep.stage2.init == f"{work}/stage1"
+    assert (sweep.stage2.batch_size, sweep.stage2.contrastive_group_size) == (s2.batch_size, s2.contrastive_group_size)
+
+
+def test_show_config_shows_the_resolved_paths():
+    from typer.testing import CliRunner
+
+    from mimo_cli.main import app
+
+    path = {p.name: p for p in CONFIGS}["sample.toml"]
+    result = CliRunner().invoke(app, ["show-config", "stage2", "--config", str(path), "method=xlco", "init="])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert (shown["work_dir"], shown["prepared"], shown["cache"], shown["init"], shown["out_dir"]) == (
+        "work/sample", "work/sample/prepared", "work/sample/teacher_cache.zarr", "", "work/sample/stage2-xlco")

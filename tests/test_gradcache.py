@@ -105,3 +105,27 @@ def test_without_rng_replay_the_gradients_differ(monkeypatch):
     monkeypatch.setattr(gradcache.RngState, "replay", lambda self: contextlib.nullcontext())
     _, got = cached_grads(student, inputs, loss_fn, 3, 1.0, seed=11)
     assert any(not torch.allclose(got[k], ref[k], rtol=1e-3, atol=1e-5) for k in ref)
+
+
+def test_a_loss_returns_its_terms_through_the_cached_step():
+    """Stage 2's losses return {"loss", terms}: cached_step backpropagates "loss" and hands back every term
+    detached, the same values and gradients as the loss alone (no term leaves through a side effect)."""
+    from trainer.stage2 import Stage2Config, method_loss
+
+    inputs = [batch(8, 12, 1), batch(8, 12, 2)]
+    loss_fn = method_loss(Stage2Config(lam=0.2, batch_size=8, mini_batch_size=4, contrastive_group_size=0))
+    grads = []
+    for fn in (lambda q, p: loss_fn(q, p, TQ, TP), lambda q, p: loss_fn(q, p, TQ, TP)["loss"]):
+        student = tiny_student(dropout=0.0)
+        out = cached_step(student, inputs, fn, chunk_size=4)
+        grads.append([p.grad.clone() for p in student.parameters() if p.grad is not None])
+        if isinstance(out, dict):
+            terms = out
+    assert list(terms) == ["loss", "xlco", "distill"] and not any(t.requires_grad for t in terms.values())
+    assert terms["loss"].item() == pytest.approx(0.2 * terms["xlco"].item() + 0.8 * terms["distill"].item(), rel=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    # built once per run, one per method: the baselines' losses return the loss alone
+    for method, n_inputs in (("infonce", 2), ("xlco", 2), ("lakda", 3)):
+        fn = method_loss(Stage2Config(method=method))
+        reps = [(torch.randn(4, 8), torch.randn(4, 24)) for _ in range(n_inputs)]
+        assert list(fn(*reps)) == ["loss"]

@@ -98,7 +98,7 @@ def test_push_uploads_the_model_folder_with_its_card(trained, monkeypatch):
     import huggingface_hub
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from mimo_cli.main import app
 
     calls = []
 

@@ -7,7 +7,7 @@ import json
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from mimo_cli.main import app
 from pipeline.stage1_data import STAGE1_SCHEMA
 from pipeline.stage2_data import STAGE2_SCHEMA
 from pipeline.worklist import WORKLIST_SCHEMA, text_id

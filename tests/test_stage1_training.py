@@ -95,7 +95,7 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(setup, tmp_pat
             "batch_size=16", "max_length=32", "lr=1e-3", "checkpoint_every=3", "progress=false", "keep_checkpoint=true"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stage1", *args, f"out_dir={killed}"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "mimo_cli", "stage1", *args, f"out_dir={killed}"], cwd=REPO,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for a few steps past the first checkpoint, then kill mid-epoch
@@ -108,10 +108,10 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(setup, tmp_pat
     steps_at_kill = len((killed / "metrics.jsonl").read_text().splitlines())
     n_steps = -(-pq.read_table(setup / "prepared/stage1/pairs.parquet").num_rows // 16)
     assert 7 <= steps_at_kill < n_steps
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "stage1", *args, f"out_dir={killed}"], cwd=REPO, env=env,
+    subprocess.run([sys.executable, "-m", "mimo_cli", "stage1", *args, f"out_dir={killed}"], cwd=REPO, env=env,
                    check=True, capture_output=True)
     clean = tmp_path / "clean"
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "stage1", *args, f"out_dir={clean}"], cwd=REPO, env=env,
+    subprocess.run([sys.executable, "-m", "mimo_cli", "stage1", *args, f"out_dir={clean}"], cwd=REPO, env=env,
                    check=True, capture_output=True)
     a = torch.load(killed / "checkpoint.pt", weights_only=False)["student"]
     b = torch.load(clean / "checkpoint.pt", weights_only=False)["student"]

@@ -126,7 +126,7 @@ def test_two_gloo_processes_equal_one_at_the_same_global_batch(training_setup, t
     for rank in (0, 1):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
                "MASTER_PORT": str(port), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "pipeline.cli", command, *overrides], cwd=REPO, env=env,
+        procs.append(subprocess.Popen([sys.executable, "-m", "mimo_cli", command, *overrides], cwd=REPO, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs

@@ -18,7 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from pipeline.cache_read import TeacherTargets, cache_verify
-from pipeline.cli import app
+from mimo_cli.main import app
 from pipeline.errors import MimoError
 from pipeline.store import VectorStore, from_storage
 from pipeline.teacher import TeacherConfig
@@ -97,7 +97,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
             "progress=false", "teacher.max_batch_tokens=512"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     killed = tmp_path / "killed.zarr"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args, f"store={killed}"], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "mimo_cli", *args, f"store={killed}"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(killed.glob("seg-00000.done/*.json"))) < 3:
@@ -106,12 +106,12 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     proc.wait()
     done_at_kill = len(list(killed.glob("seg-00000.done/*.json")))
     assert 3 <= done_at_kill < 60, "the run must be killed mid-way"
-    resumed = subprocess.run([sys.executable, "-m", "pipeline.cli", *args, f"store={killed}"], cwd=REPO, env=env,
+    resumed = subprocess.run([sys.executable, "-m", "mimo_cli", *args, f"store={killed}"], cwd=REPO, env=env,
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"takes {60 - done_at_kill} of {60 - done_at_kill} pending shards" in resumed.stdout
     clean = tmp_path / "clean.zarr"
-    subprocess.run([sys.executable, "-m", "pipeline.cli", *args, f"store={clean}"], cwd=REPO, env=env, check=True,
+    subprocess.run([sys.executable, "-m", "mimo_cli", *args, f"store={clean}"], cwd=REPO, env=env, check=True,
                    capture_output=True)
     a, b = store_files(killed), store_files(clean)
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
@@ -123,13 +123,13 @@ def test_two_concurrent_workers_equal_one(tmp_path):
             "progress=false"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     two = tmp_path / "two.zarr"
-    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args, f"store={two}", f"rank={r}", "world_size=2"],
+    procs = [subprocess.Popen([sys.executable, "-m", "mimo_cli", *args, f"store={two}", f"rank={r}", "world_size=2"],
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in (0, 1)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     one = tmp_path / "one.zarr"
-    subprocess.run([sys.executable, "-m", "pipeline.cli", *args, f"store={one}"], cwd=REPO, env=env, check=True,
+    subprocess.run([sys.executable, "-m", "mimo_cli", *args, f"store={one}"], cwd=REPO, env=env, check=True,
                    capture_output=True)
     assert "worker 1/2 takes 6 of" in outs[1][0]  # its 6 odd-numbered shards of 12
     a, b = store_files(two), store_files(one)

@@ -59,15 +59,18 @@ def forward_no_grad(encode: Callable, chunks) -> tuple[list[tuple[torch.Tensor, 
 
 
 def build_cache(reps_by_input: list[list[tuple[torch.Tensor, ...]]], loss_fn: Callable, loss_scale: float = 1.0):
-    """Loss on whole-batch leaf representations; returns (loss, per-input per-chunk gradient tuples)."""
+    """Loss on whole-batch leaf representations; returns (what loss_fn returned, detached; per-input
+    per-chunk gradient tuples). loss_fn returns the loss, or a dict of terms whose "loss" is backpropagated."""
     leaves = [[tuple(r.detach().requires_grad_() for r in chunk) for chunk in reps] for reps in reps_by_input]
     whole = [tuple(torch.cat([chunk[k] for chunk in input_leaves]) for k in range(len(input_leaves[0])))
              for input_leaves in leaves]
-    loss = loss_fn(*whole)
+    out = loss_fn(*whole)
+    loss = out["loss"] if isinstance(out, dict) else out
     (loss * loss_scale).backward()
     # None where the loss did not use a representation (e.g. the projection under plain InfoNCE)
     grads = [[tuple(leaf.grad for leaf in chunk) for chunk in input_leaves] for input_leaves in leaves]
-    return loss.detach(), grads
+    out = {k: v.detach() for k, v in out.items()} if isinstance(out, dict) else out.detach()
+    return out, grads
 
 
 def forward_backward(encode: Callable, chunks, states: list[RngState], grads, no_sync: Callable | None = None,
@@ -86,18 +89,19 @@ def forward_backward(encode: Callable, chunks, states: list[RngState], grads, no
 
 
 def cached_step(encode: Callable, inputs: Sequence[Sequence[torch.Tensor]], loss_fn: Callable, chunk_size: int,
-                loss_scale: float = 1.0, no_sync: Callable | None = None) -> torch.Tensor:
+                loss_scale: float = 1.0, no_sync: Callable | None = None) -> torch.Tensor | dict[str, torch.Tensor]:
     """One gradient-cached step over several encoder inputs (e.g. queries and passages).
 
     encode(*chunk_tensors) -> representation tensor(s) for one mini-batch of one input;
     inputs: per input, its aligned tensors (e.g. input_ids, attention_mask);
-    loss_fn(*whole_reps): the loss on each input's concatenated representation tuple.
+    loss_fn(*whole_reps): the loss on each input's concatenated representation tuple, or a dict of
+    terms with the loss under "loss" (a loss returns its terms; nothing leaves through a side effect).
     Gradients accumulate into the model's .grad as `(loss * loss_scale).backward()` on the full
-    batch would; returns the (unscaled) loss.
+    batch would; returns what loss_fn returned, detached (the loss unscaled).
     """
     chunked = [split(tensors, chunk_size) for tensors in inputs]
     passes = [forward_no_grad(encode, chunks) for chunks in chunked]
-    loss, grads = build_cache([reps for reps, _ in passes], loss_fn, loss_scale)
+    out, grads = build_cache([reps for reps, _ in passes], loss_fn, loss_scale)
     for k, (chunks, (_, states)) in enumerate(zip(chunked, passes)):
         forward_backward(encode, chunks, states, grads[k], no_sync, last=k == len(chunked) - 1)
-    return loss
+    return out

@@ -21,7 +21,7 @@ from trainer.checkpoint import CHECKPOINT
 
 RUN_FILE = "run.json"
 # How a run is driven, not what it computes: these may change between a run and its resume.
-RUN_CONTROL = frozenset({"out_dir", "stop_after", "checkpoint_every", "progress", "verify_cache",
+RUN_CONTROL = frozenset({"out_dir", "work_dir", "stop_after", "checkpoint_every", "progress", "verify_cache",
                          "keep_checkpoint", "resume_anyway", "prefetch", "prefetch_batches", "tracking",
                          "report_to"})
 

@@ -19,38 +19,37 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
-from typing import Literal
 
 import torch
 
+from pipeline import prepared_layout
 from pipeline.cache_read import TeacherTargets
+from pipeline.config import WORK_FOLDER, changed_settings
 from pipeline.errors import MimoError
-from pipeline.encoder import pick_device
-from pipeline.model_card import write_training_card
+from pipeline.prepared_layout import METHOD_COMPOSITION
 from trainer import distributed
-from trainer.checkpoint import export_sentence_transformer
-from trainer.data import check_teacher_dim, read_stage_table, resolve_targets
 from trainer.gradcache import cached_step
-from trainer.loop import train_loop, use_bf16
+from trainer.loop import train_loop
 from trainer.losses import DISTILL_REDUCTIONS, LAKDA_FORMS, info_nce, lakda_loss, stage2_loss
-from trainer.run_dir import finish_run_dir, open_run_dir
+from trainer.setup import TrainingConfig, start_training
 from trainer.student import load_student
 
-METHODS = {"mimo": "mimo", "xlco": "mimo", "infonce": "infonce", "lakda": "lakda"}  # method -> composition
+METHODS = METHOD_COMPOSITION  # method -> composition (the prepared table it trains on)
 
 
 @dataclass(frozen=True)
-class Stage2Config:
-    prepared: str = "work/paper/prepared"
-    cache: str = "work/paper/teacher_cache.zarr"
-    out_dir: str = "work/paper/stage2"
+class Stage2Config(TrainingConfig):
+    """Stage 2's settings: TrainingConfig's (trainer/setup.py) at the paper's Stage-2 values, and the method's."""
+
+    WORK_PATHS: ClassVar[dict[str, str]] = {"prepared": WORK_FOLDER["prepared"], "cache": WORK_FOLDER["cache"],
+                                            "init": WORK_FOLDER["stage1"], "out_dir": WORK_FOLDER["stage2"]}
+
+    out_dir: str = "work/paper/stage2-mimo"
     method: str = "mimo"
     init: str = "work/paper/stage1"  # a Stage-1 output directory (student in model/, psi in projection.pt); "" = none
-    student: str = "xlm-roberta-large"  # used when init is ""
-    student_layers: int = 0  # with init "": the student's first N layers (0: all); a Stage-1 output keeps its own
-    freeze_embeddings: bool = False  # True: no gradient for the token embeddings (CPU speed; trainer/student.py)
-    pooling: str = "mean"
+    # student (used when init is ""); student_layers: with init "", the first N layers (a Stage-1 output keeps its own)
     lam: float = 0.2  # lambda, the XLCO weight (MIMO)
     # Distill = (d_q + d_p) / 2 as the authors' code (mean) or d_q + d_p as the paper's equation (sum)
     distill_reduction: str = "mean"
@@ -58,26 +57,14 @@ class Stage2Config:
     lakda_form: str = "release"  # release: one-sided KL on unscaled cosines; paper: symmetric KL at 1/tau (App. A)
     scale: float = 20.0  # 1 / tau
     lr: float = 2e-5  # Table 6
-    warmup_ratio: float = 0.1
     batch_size: int = 4096  # rows per optimizer step, over all ranks (the authors': 2 GPUs x 2048)
     contrastive_group_size: int = 2048  # rows sharing in-batch negatives; 0: the whole batch
     mini_batch_size: int = 32  # gradient-cache chunk
     max_length: int = 512
-    epochs: int = 1
-    weight_decay: float = 0.0  # AdamW on every parameter; 0 is the Hugging Face Trainer default the authors ran
-    max_grad_norm: float = 1.0
-    precision: str = "auto"
-    seed: int = 42
     checkpoint_every: int = 50
-    stop_after: int = 0
-    prefetch: int = 2  # batches tokenized and read from the cache ahead, in a background thread (0: inline)
-    verify_cache: bool = False  # compare every shard with its checksum at open (reads the whole store)
-    progress: bool = True
-    keep_checkpoint: bool = False  # keep checkpoint.pt after the run finishes (it is deleted by default)
-    resume_anyway: bool = False  # resume a checkpoint made under other settings (refused by default)
-    report_to: Literal["none", "tensorboard", "wandb"] = "none"  # besides metrics.jsonl (trainer/tracking.py)
 
     def __post_init__(self):
+        super().__post_init__()
         if self.method not in METHODS:
             raise MimoError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if not 0.0 <= self.lam <= 1.0:
@@ -94,10 +81,6 @@ class Stage2Config:
             raise MimoError(f"distill_reduction must be mean or sum, not {self.distill_reduction!r}")
         if self.lakda_form not in LAKDA_FORMS:
             raise MimoError(f"lakda_form must be release or paper, not {self.lakda_form!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise MimoError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
-        if self.prefetch < 0:
-            raise MimoError(f"prefetch must be 0 or more, not {self.prefetch}")
 
 
 def load_initial_student(cfg: Stage2Config, targets: TeacherTargets):
@@ -110,7 +93,7 @@ def load_initial_student(cfg: Stage2Config, targets: TeacherTargets):
     recorded = init / "teacher_fingerprint.json"
     if recorded.is_file():
         theirs = json.loads(recorded.read_text())
-        diffs = sorted(k for k in set(theirs) | set(targets.fingerprint) if theirs.get(k) != targets.fingerprint.get(k))
+        diffs = changed_settings(theirs, targets.fingerprint)
         if diffs:
             raise MimoError(f"init {init} was trained against a teacher cache built under other settings "
                             f"({', '.join(f'{k}: {theirs.get(k)!r} vs {targets.fingerprint.get(k)!r}' for k in diffs)})")
@@ -122,46 +105,51 @@ def load_initial_student(cfg: Stage2Config, targets: TeacherTargets):
     return student, tokenizer
 
 
-def run_stage2(cfg: Stage2Config, echo=print) -> dict:
-    out = Path(cfg.out_dir)
-    table = read_stage_table(Path(cfg.prepared) / "stage2" / f"{METHODS[cfg.method]}.parquet", "stage2")
-    targets = TeacherTargets(cfg.cache, verify=cfg.verify_cache)
-    where = resolve_targets(table, targets, "stage2") if cfg.method == "mimo" else None  # refuses up front
-    queries, passages = table.column("q_text").to_pylist(), table.column("p_text").to_pylist()
-    second = table.column("q2_text").to_pylist() if cfg.method == "lakda" else None
+def method_loss(cfg: Stage2Config):
+    """The method's loss on one contrastive group, built once per run: it takes each input's
+    (embedding, projected) pair, then the row-aligned teacher targets (MIMO only), and returns
+    {"loss": ..., and its terms}: MIMO's xlco and distill; the baselines' loss alone."""
+    if cfg.method == "mimo":
+        def mimo(q, p, tq, tp):  # inputs: queries, passages; targets: E_t(q_en), E_t(p_en)
+            return stage2_loss(q[0], p[0], q[1], p[1], tq, tp, lam=cfg.lam, scale=cfg.scale,
+                               distill_reduction=cfg.distill_reduction)
+        return mimo
+    if cfg.method == "lakda":
+        def lakda(q1, q2, p):  # inputs: two parallel queries, passages
+            return {"loss": lakda_loss(q1[0], q2[0], p[0], scale=cfg.scale, alpha=cfg.alpha, form=cfg.lakda_form)}
+        return lakda
 
-    torch.manual_seed(cfg.seed)
-    student, tokenizer = load_initial_student(cfg, targets)
-    check_teacher_dim(targets, student.projection.out_features)
-    rank, size = distributed.world()
-    device = pick_device("auto")  # this rank's GPU (LOCAL_RANK), else the CPU
-    if cfg.batch_size % (size * cfg.mini_batch_size):
-        raise MimoError(f"batch_size {cfg.batch_size} must split into {size} ranks of whole mini-batches of "
-                        f"{cfg.mini_batch_size}")
-    distributed.init_if_needed(device)
+    def contrastive(q, p):  # xlco and infonce: the same loss, the composition decides the languages
+        return {"loss": info_nce(q[0], p[0], cfg.scale)}
+    return contrastive
+
+
+def run_stage2(cfg: Stage2Config, echo=print) -> dict:
+    mimo, lakda = cfg.method == "mimo", cfg.method == "lakda"
+    run = start_training(cfg, "stage2", prepared_layout.stage2_table(cfg.prepared, METHODS[cfg.method]),
+                         lambda targets: load_initial_student(cfg, targets), echo=echo, resolve=mimo,
+                         rows_per_rank_unit=cfg.mini_batch_size, find_unused=not mimo)
+    queries, passages = run.table.column("q_text").to_pylist(), run.table.column("p_text").to_pylist()
+    second = run.table.column("q2_text").to_pylist() if lakda else None
+    targets, where, device, rank, size = run.targets, run.where, run.device, run.rank, run.size
     groups = distributed.contrastive_groups(cfg.contrastive_group_size, cfg.batch_size, rank, size)
-    student.to(device).train()
-    model, no_sync = distributed.wrap(student, device, find_unused=cfg.method != "mimo")
-    bf16 = use_bf16(cfg.precision, device)
-    open_run_dir(cfg, "stage2", [Path(cfg.prepared) / "stage2" / f"{METHODS[cfg.method]}.parquet"],
-                 targets.fingerprint, write=rank == 0, echo=echo)
+    loss_fn = method_loss(cfg)
 
     def encode(ids, mask):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            embedding, projected = model(ids, mask)
+        with run.autocast():
+            embedding, projected = run.model(ids, mask)
         return embedding.float(), projected.float()
 
     def tokens(texts):
-        batch = tokenizer(texts, padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
+        batch = run.tokenize(texts)
         return batch["input_ids"], batch["attention_mask"]
 
     def prepare(rows):  # no model: runs ahead in the loop's prefetch thread
         rows = distributed.local_rows(rows, rank, size)
         inputs = [tokens([queries[i] for i in rows]), tokens([passages[i] for i in rows])]
-        if cfg.method == "lakda":
+        if lakda:
             inputs.insert(1, tokens([second[i] for i in rows]))
-        fetched = tuple(targets.fetch_stored(where[c][rows]) for c in ("q_teacher_id", "p_teacher_id")) \
-            if cfg.method == "mimo" else ()
+        fetched = tuple(targets.fetch_stored(where[c][rows]) for c in ("q_teacher_id", "p_teacher_id")) if mimo else ()
         return inputs, fetched
 
     def step_fn(prepared):
@@ -169,35 +157,14 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
         inputs = [tuple(t.to(device) for t in pair) for pair in inputs]
         # row-aligned tensors the loss reads besides the representations (teacher targets, widened on the device)
         per_row = tuple(t.to(device).float() for t in fetched)
-        if cfg.method == "mimo":
+        # the mean over the contrastive groups (see distributed.py) of the loss and its terms
+        terms = cached_step(encode, inputs, lambda *local: groups.mean_loss(loss_fn, local, per_row),
+                            cfg.mini_batch_size, no_sync=run.no_sync)
+        return {k: distributed.mean_over_ranks(v) for k, v in terms.items()}
 
-            def loss_fn(q, p, tq, tp):
-                return stage2_loss(q[0], p[0], q[1], p[1], tq, tp, lam=cfg.lam, scale=cfg.scale,
-                                   distill_reduction=cfg.distill_reduction)
-        elif cfg.method == "lakda":
-
-            def loss_fn(q1, q2, p):
-                return {"loss": lakda_loss(q1[0], q2[0], p[0], scale=cfg.scale, alpha=cfg.alpha, form=cfg.lakda_form)}
-        else:  # xlco and infonce: the same loss, the composition decides the languages
-
-            def loss_fn(q, p):
-                return {"loss": info_nce(q[0], p[0], cfg.scale)}
-
-        terms = {}
-
-        def step_loss(*local):  # the mean over the contrastive groups (see distributed.py)
-            parts = groups.mean_loss(loss_fn, local, per_row)
-            terms.update({k: v.detach() for k, v in parts.items() if k != "loss"})
-            return parts["loss"]
-
-        loss = cached_step(encode, inputs, step_loss, cfg.mini_batch_size, no_sync=no_sync)
-        return {k: distributed.mean_over_ranks(v) for k, v in {"loss": loss, **terms}.items()}
-
-    result = train_loop(cfg, f"stage 2 ({cfg.method})", len(queries), student, step_fn, echo,
-                        write=rank == 0, prepare=prepare)
-    if result["finished"] and rank == 0:
-        export_sentence_transformer(student.cpu(), tokenizer, out / "model", cfg.max_length)
-        finish_run_dir(cfg)
-        write_training_card(out, result, targets.fingerprint, device)  # model/README.md (pipeline/model_card.py)
-        echo(f"stage 2 ({cfg.method}): {result['step']} steps done, loss {result['loss']:.4f}; student in {out / 'model'}")
+    result = train_loop(cfg, f"stage 2 ({cfg.method})", len(queries), run.student, step_fn, echo,
+                        write=run.writes, prepare=prepare)
+    if run.finish(result):
+        echo(f"stage 2 ({cfg.method}): {result['step']} steps done, loss {result['loss']:.4f}; "
+             f"student in {run.out / 'model'}")
     return result

@@ -11,17 +11,21 @@ import csv
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
-from pipeline.config import write_resolved_config
+from pipeline.config import WORK_FOLDER, write_resolved_config
 from pipeline.errors import MimoError
 from trainer.stage2 import Stage2Config, run_stage2
 
 
 @dataclass(frozen=True)
 class SweepConfig:
+    WORK_PATHS: ClassVar[dict[str, str]] = {"out_dir": WORK_FOLDER["sweep"]}
+
+    work_dir: str = "work/paper"  # the setup's work folder (pipeline/config.py); the runs' paths derive from it too
     out_dir: str = "work/paper/sweep"
     lambdas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # Figure 2
-    stage2: Stage2Config = field(default_factory=Stage2Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)  # a setup file's [stage2], then [sweep.stage2]
 
     def __post_init__(self):
         if not self.lambdas or any(not 0.0 <= lam <= 1.0 for lam in self.lambdas):

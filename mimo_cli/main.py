@@ -1,5 +1,9 @@
 """`mimo`: the one command line for every step (prepare, teacher cache, training, eval).
 
+The top layer: it imports pipeline/, trainer/ and eval/, and nothing imports it. Longer than ~300 lines
+for a reason: one command per step, each its help text and one library call; together they are the
+one list of what `mimo` does.
+
 Each command builds its step's frozen config (defaults = the paper's, then --config FILE, then
 key=value overrides) and calls one library function. Bad input ends with a one-line `error:`
 message and exit status 2.
@@ -48,7 +52,7 @@ def _where(err: BaseException) -> str:
     if filename:
         return f" (file {filename})"
     frames = traceback.extract_tb(err.__traceback__)
-    ours = [f for f in frames if any(f"{os.sep}{pkg}{os.sep}" in f.filename for pkg in ("pipeline", "trainer", "eval"))]
+    ours = [f for f in frames if any(f"{os.sep}{pkg}{os.sep}" in f.filename for pkg in ("pipeline", "trainer", "eval", "mimo_cli"))]
     if ours:
         return f" (at {Path(ours[-1].filename).parent.name}/{Path(ours[-1].filename).name}:{ours[-1].lineno})"
     return ""
@@ -271,7 +275,7 @@ def eval_(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] 
 @app.command()
 @one_line_errors
 def push(
-    folder: str = typer.Argument(..., help="A training output (e.g. work/paper/stage2) or its model/ folder."),
+    folder: str = typer.Argument(..., help="A training output (e.g. work/paper/stage2-mimo) or its model/ folder."),
     repo_id: str = typer.Argument(..., help="The hub repository, e.g. you/mimo-xlmr-large."),
     private: bool = typer.Option(False, help="Create the repository as private."),
     revision: Optional[str] = typer.Option(None, help="Branch to push to (default: main)."),
