@@ -92,3 +92,20 @@ def test_stage1_data_paper_config_is_the_release_and_sample_stays_fair():
     assert (sample.source, sample.dedup, sample.max_length_ratio_inclusive) == ("sample", "fair", False)
     cfg = load_config(PrepareConfig, "prepare", None, ["stage1.dedup=release", "stage1.chinese_subsets=zh,zh-cn"])
     assert cfg.stage1.dedup == "release" and cfg.stage1.chinese_subsets == ("zh", "zh-cn")
+
+
+def test_the_cli_makes_openmp_threads_sleep_at_barriers_unless_told_otherwise():
+    """`mimo` sets OMP_WAIT_POLICY=PASSIVE before torch loads libgomp (spinning threads doubled a step's
+    CPU on a shared machine); a value already in the environment is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, pipeline.cli, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "ACTIVE"
