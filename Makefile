@@ -55,7 +55,8 @@ baselines: install
 eval: install
 	$(MIMO) eval --config $(CONFIG) $(ARGS)
 
-## demo: the main job on the embedded sample (CPU, offline); CONFIG=configs/sample-minilm.toml for the first pairing
+## demo: the main job on the embedded sample (CPU, offline), ending with the lambda sweep (Figure 2) and the eval;
+## CONFIG=configs/sample-minilm.toml for the first pairing
 demo: install
 	$(MIMO) prepare --config $(CONFIG)
 	HF_HUB_OFFLINE=1 $(MIMO) teacher-cache --config $(CONFIG)
@@ -63,7 +64,8 @@ demo: install
 	HF_HUB_OFFLINE=1 $(MIMO) stage1 --config $(CONFIG)
 	HF_HUB_OFFLINE=1 $(MIMO) stage2 --config $(CONFIG)
 	HF_HUB_OFFLINE=1 $(MAKE) --no-print-directory baselines CONFIG=$(CONFIG)
-	HF_HUB_OFFLINE=1 $(MIMO) eval --config $(CONFIG)
+	HF_HUB_OFFLINE=1 $(MIMO) sweep --config $(CONFIG)
+	HF_HUB_OFFLINE=1 $(MIMO) eval --config $(CONFIG) sweep_dir=$(WORK)/sweep
 
 ## test: the test suite
 test: install

@@ -153,6 +153,16 @@ def sweep_models(sweep_dir: str, template: ModelSpec | None) -> list[ModelSpec]:
             for lam, out_dir in lambdas]
 
 
+def with_sweep(models: list[ModelSpec], sweep_dir: str) -> list[ModelSpec]:
+    """`models` and then the sweep's runs, less those already there: by label, or the same folder at the
+    same lambda (the demo's MIMO run, which the sweep reused for lambda 0.2, is evaluated once)."""
+    template = next((m for m in models if m.lam is not None), None)
+    labels = {m.label for m in models}
+    same = {(Path(m.model).resolve(), m.lam) for m in models if m.lam is not None}
+    return models + [m for m in sweep_models(sweep_dir, template)
+                     if m.label not in labels and (Path(m.model).resolve(), m.lam) not in same]
+
+
 def retrieve(bench: Benchmark, queries: np.ndarray, corpus: np.ndarray, cfg: EvalConfig) -> dict:
     """Search every query (per language for monolingual benchmarks); return metric arrays and top-k rows."""
     from eval.metrics import JudgedGrades, evaluate_search
@@ -228,10 +238,7 @@ def run_eval(cfg: EvalConfig, echo=print) -> dict:
     from pipeline.encoder import release_freed_memory
     from pipeline.model_card import record_eval
 
-    models = list(cfg.models)
-    if cfg.sweep_dir:
-        template = next((m for m in models if m.lam is not None), None)
-        models += [m for m in sweep_models(cfg.sweep_dir, template) if m.label not in {x.label for x in models}]
+    models = with_sweep(list(cfg.models), cfg.sweep_dir) if cfg.sweep_dir else list(cfg.models)
     if not models:
         raise MimoError("eval: no models to evaluate (set [[eval.models]] or sweep_dir)")
     if not cfg.benchmarks:

@@ -19,6 +19,12 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
+# OpenMP threads that wait at a barrier sleep instead of spinning (libgomp's default spins first): on a
+# machine whose cores other jobs share, spinning threads burned up to twice the CPU of a step and slowed
+# it (bench/RESULTS.md, "Where the demo's time goes"). Read once, when torch loads libgomp: set before
+# any command imports torch; an OMP_WAIT_POLICY already in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import click
 import typer
 

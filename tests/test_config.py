@@ -193,3 +193,20 @@ def test_show_config_shows_the_resolved_paths():
     shown = json.loads(result.output)
     assert (shown["work_dir"], shown["prepared"], shown["cache"], shown["init"], shown["out_dir"]) == (
         "work/sample", "work/sample/prepared", "work/sample/teacher_cache.zarr", "", "work/sample/stage2-xlco")
+
+
+def test_the_cli_makes_openmp_threads_sleep_at_barriers_unless_told_otherwise():
+    """`mimo` sets OMP_WAIT_POLICY=PASSIVE before torch loads libgomp (spinning threads doubled a step's
+    CPU on a shared machine); a value already in the environment is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, mimo_cli.main, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "ACTIVE"

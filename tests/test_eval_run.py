@@ -171,6 +171,23 @@ def fake_training_output(folder, student_dir):
     return folder
 
 
+def test_a_sweep_run_already_evaluated_is_not_added_twice(tmp_path):
+    from eval.run import with_sweep
+
+    (tmp_path / "sweep").mkdir()
+    runs = [{"lambda": 0.0, "out_dir": str(tmp_path / "sweep/lambda-0")},
+            {"lambda": 0.2, "out_dir": str(tmp_path / "stage2-mimo")},  # reused by the sweep
+            {"lambda": 1.0, "out_dir": str(tmp_path / "sweep/lambda-1")}]
+    (tmp_path / "sweep" / "sweep.json").write_text(json.dumps(runs))
+    mimo = ModelSpec(name="MIMO", model=str(tmp_path / "sweep/../stage2-mimo"), lam=0.2, query_prompt="query: ")
+    models = with_sweep([ModelSpec(name="Stage 1", model="s1"), mimo], str(tmp_path / "sweep"))
+    assert [(m.label, m.lam) for m in models] == [("Stage 1", None), ("MIMO", 0.2), ("MIMO λ=0", 0.0), ("MIMO λ=1", 1.0)]
+    assert models[2].query_prompt == "query: "  # the sweep's models take the lambda model's settings
+    # the same folder at another lambda is another model (a mislabelled run is shown, not hidden)
+    other = with_sweep([ModelSpec(name="MIMO", model=str(tmp_path / "stage2-mimo"), lam=0.5)], str(tmp_path / "sweep"))
+    assert [m.label for m in other] == ["MIMO", "MIMO λ=0", "MIMO λ=0.2", "MIMO λ=1"]
+
+
 def test_eval_end_to_end_report_cache_and_lambda_curve(training_setup, tmp_path, monkeypatch):
     student = training_setup / "tiny-student"
     runs = {lam: fake_training_output(tmp_path / f"lambda-{lam}", student) for lam in (0.0, 1.0)}

@@ -35,3 +35,16 @@ def test_orderings_hold_or_not_with_their_numbers():
 
 def test_nothing_to_say_without_the_models():
     assert what_this_shows(_summary({"teacher": 0.3})) == []
+
+
+def test_the_lambda_ordering_reads_the_mimo_run_the_sweep_reused_for_lambda_0_2():
+    """The demo's sweep trains lambda 0 and 1 and reuses the MIMO run (lam 0.2) for 0.2: the three are compared."""
+    summary = _summary({"MIMO": 0.70}, lam={0.0: 0.61, 1.0: 0.69})
+    found = {c: (h, e) for c, h, e in orderings(summary)}
+    assert found["lambda 0.2 above lambda 0 and 1"] == (
+        True, "λ=0 61.0, λ=0.2 70.0, λ=1 69.0 (ndcg@20) on sample")
+    assert "- holds: lambda 0.2 above lambda 0 and 1 (λ=0 61.0, λ=0.2 70.0, λ=1 69.0" in "\n".join(what_this_shows(summary))
+    tie = {c: h for c, h, _ in orderings(_summary({"MIMO": 0.70}, lam={0.0: 0.70, 1.0: 0.50}))}
+    assert tie["lambda 0.2 above lambda 0 and 1"] is False  # a tie is not "above"
+    # without all three lambdas there is no claim
+    assert not any(c.startswith("lambda") for c, _, _ in orderings(_summary({"MIMO": 0.70}, lam={1.0: 0.5})))

@@ -129,3 +129,35 @@ def test_a_loss_returns_its_terms_through_the_cached_step():
         fn = method_loss(Stage2Config(method=method))
         reps = [(torch.randn(4, 8), torch.randn(4, 24)) for _ in range(n_inputs)]
         assert list(fn(*reps)) == ["loss"]
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_one_chunk_is_one_plain_pass_with_the_cached_gradients(name):
+    """A batch that fits in one chunk is encoded once per input (no no-grad pass), with the loss,
+    gradients and dropout masks of the three-pass cached path on that one chunk."""
+    n_inputs, loss_fn = LOSSES[name]
+    student = tiny_student(dropout=0.1)
+    inputs = [batch(8, 12, seed=i) for i in range(n_inputs)]
+    torch.manual_seed(5)
+    student.zero_grad()
+    chunked = [gradcache.split(t, 8) for t in inputs]
+    passes = [gradcache.forward_no_grad(student, chunks) for chunks in chunked]
+    ref_loss, grads = gradcache.build_cache([reps for reps, _ in passes], loss_fn)
+    for k, (chunks, (_, states)) in enumerate(zip(chunked, passes)):
+        gradcache.forward_backward(student, chunks, states, grads[k])
+    ref = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+    calls = []
+
+    def counting(*tensors):
+        calls.append((tensors[0].shape[0], torch.is_grad_enabled()))
+        return student(*tensors)
+
+    torch.manual_seed(5)
+    student.zero_grad()
+    loss = cached_step(counting, inputs, loss_fn, chunk_size=8).item()
+    assert calls == [(8, True)] * n_inputs  # one forward per input, with a graph
+    assert loss == pytest.approx(ref_loss.item(), rel=1e-6, abs=1e-7)
+    got = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+    assert ref.keys() == got.keys() and len(got) > 10
+    for key in ref:
+        torch.testing.assert_close(got[key], ref[key], rtol=1e-4, atol=1e-6, msg=key)

@@ -17,9 +17,9 @@ def setup(training_setup):
 
 
 def config(setup, out, **kw):
-    return Stage1Config(prepared=str(setup / "prepared"), cache=str(setup / "cache.zarr"), out_dir=str(out),
-                        student=str(setup / "tiny-student"), batch_size=32, max_length=32, lr=1e-3,
-                        checkpoint_every=1000, progress=False, **kw)
+    return Stage1Config(**{**dict(prepared=str(setup / "prepared"), cache=str(setup / "cache.zarr"), out_dir=str(out),
+                                  student=str(setup / "tiny-student"), batch_size=32, max_length=32, lr=1e-3,
+                                  checkpoint_every=1000, progress=False), **kw})
 
 
 def losses(out):
@@ -39,6 +39,21 @@ def test_stage1_lowers_the_loss_and_exports_a_sentence_transformer(setup, tmp_pa
     assert model.encode(["ein kurzer Satz"]).shape == (1, 32)
     assert (tmp_path / "run/projection.pt").is_file() and (tmp_path / "run/config.json").is_file()
     assert json.loads((tmp_path / "run/config.json").read_text())["_step"] == "stage1"
+
+
+def test_a_finished_run_writes_its_last_checkpoint_only_to_keep_it(setup, tmp_path, monkeypatch):
+    """Periodic checkpoints as asked; the final one only with keep_checkpoint (else it was deleted at once)."""
+    import trainer.loop
+
+    saved = []
+    real = trainer.loop.save_checkpoint
+    monkeypatch.setattr(trainer.loop, "save_checkpoint", lambda out, step, *a, **k: saved.append(step) or real(out, step, *a, **k))
+    n_steps = -(-pq.read_table(setup / "prepared/stage1/pairs.parquet").num_rows // 32)
+    run_stage1(config(setup, tmp_path / "plain", checkpoint_every=n_steps - 1), echo=lambda *_: None)
+    assert saved == [n_steps - 1] and not (tmp_path / "plain/checkpoint.pt").exists()
+    saved.clear()
+    run_stage1(config(setup, tmp_path / "kept", checkpoint_every=n_steps, keep_checkpoint=True), echo=lambda *_: None)
+    assert saved == [n_steps] and (tmp_path / "kept/checkpoint.pt").is_file()
 
 
 def test_resume_equals_an_uninterrupted_run(setup, tmp_path):

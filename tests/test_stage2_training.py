@@ -83,6 +83,26 @@ def test_lambda_sweep_collects_one_run_per_lambda(training_setup, tmp_path):
         SweepConfig(lambdas=(0.2, 1.5))
 
 
+def test_a_sweep_reuses_a_finished_run_of_the_same_settings_and_only_that(training_setup, tmp_path):
+    """The demo's MIMO run stands for the sweep's lambda 0.2; a run under another setting does not."""
+    from trainer.sweep import SweepConfig, run_sweep
+
+    quiet = dict(echo=lambda *_: None)
+    stage2 = config(training_setup, tmp_path / "unused", stop_after=0, batch_size=32, mini_batch_size=16, lam=0.2)
+    mimo = run_stage2(config(training_setup, tmp_path / "mimo", stop_after=0, batch_size=32, mini_batch_size=16,
+                             checkpoint_every=3), **quiet)  # checkpoint_every: how a run is driven, not what it is
+    assert mimo["finished"]
+    rows = run_sweep(SweepConfig(out_dir=str(tmp_path / "sweep"), lambdas=(0.2,), stage2=stage2,
+                                 reuse=(str(tmp_path / "mimo"),)), **quiet)
+    assert rows[0]["out_dir"] == str(tmp_path / "mimo") and rows[0]["finished"]
+    assert rows[0]["loss"] == pytest.approx(mimo["loss"]) and rows[0]["step"] == mimo["step"]
+    assert not (tmp_path / "sweep/lambda-0.2").exists()  # nothing trained
+    other = run_sweep(SweepConfig(out_dir=str(tmp_path / "sweep2"), lambdas=(0.2,), stage2=stage2.__class__(
+        **{**stage2.__dict__, "lr": 5e-4}), reuse=(str(tmp_path / "mimo"),)), **quiet)
+    assert other[0]["out_dir"] == str(tmp_path / "sweep2/lambda-0.2")
+    assert (tmp_path / "sweep2/lambda-0.2/model").is_dir()
+
+
 @pytest.mark.parametrize("method, group", [("stage1", 0), ("mimo", 0), ("infonce", 0), ("mimo", 8)])
 def test_two_gloo_processes_equal_one_at_the_same_global_batch(training_setup, tmp_path, method, group):
     """DDP over 2 CPU processes (gloo): the same weights and logged losses as 1 process. Group 0: one

@@ -88,6 +88,19 @@ def forward_backward(encode: Callable, chunks, states: list[RngState], grads, no
                 sum(terms).backward()
 
 
+def plain_step(encode: Callable, inputs: Sequence[Sequence[torch.Tensor]], loss_fn: Callable,
+               loss_scale: float = 1.0) -> torch.Tensor:
+    """One forward with a graph per input, the loss, one backward: what gradient caching computes in
+    three passes (the same dropout masks: the inputs are encoded in the same order from the same RNG state)."""
+    reps = []
+    for tensors in inputs:
+        out = encode(*tensors)
+        reps.append(out if isinstance(out, tuple) else (out,))
+    loss = loss_fn(*reps)
+    (loss * loss_scale).backward()
+    return loss.detach()
+
+
 def cached_step(encode: Callable, inputs: Sequence[Sequence[torch.Tensor]], loss_fn: Callable, chunk_size: int,
                 loss_scale: float = 1.0, no_sync: Callable | None = None) -> torch.Tensor | dict[str, torch.Tensor]:
     """One gradient-cached step over several encoder inputs (e.g. queries and passages).
@@ -97,8 +110,12 @@ def cached_step(encode: Callable, inputs: Sequence[Sequence[torch.Tensor]], loss
     loss_fn(*whole_reps): the loss on each input's concatenated representation tuple, or a dict of
     terms with the loss under "loss" (a loss returns its terms; nothing leaves through a side effect).
     Gradients accumulate into the model's .grad as `(loss * loss_scale).backward()` on the full
-    batch would; returns what loss_fn returned, detached (the loss unscaled).
+    batch would; returns what loss_fn returned, detached (the loss unscaled). When every input fits in one chunk, the step is that
+    plain forward and backward (`plain_step`): caching would only add a second forward pass. Not
+    under DDP (`no_sync` given), whose reducer expects one forward per backward.
     """
+    if no_sync is None and all(tensors[0].shape[0] <= chunk_size for tensors in inputs):
+        return plain_step(encode, inputs, loss_fn, loss_scale)
     chunked = [split(tensors, chunk_size) for tensors in inputs]
     passes = [forward_no_grad(encode, chunks) for chunks in chunked]
     out, grads = build_cache([reps for reps, _ in passes], loss_fn, loss_scale)

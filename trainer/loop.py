@@ -1,8 +1,8 @@
 """The training loop both stages share, top to bottom: per step, a batch of row indices (seeded
 order per epoch) -> `step_fn` (forward and backward, returns the loss terms) -> clip -> optimizer
-step -> lr schedule -> log; a checkpoint every `checkpoint_every` steps and at the end; resume by
-running again. What a step computes is the stage's business (stage1.py, stage2.py); the part of it
-that needs no model (tokenization, teacher-target reads: `prepare`) runs `prefetch` steps ahead in
+step -> lr schedule -> log; a checkpoint every `checkpoint_every` steps (and at the end with
+`keep_checkpoint`); resume by running again. What a step computes is the stage's business
+(stage1.py, stage2.py); the part of it that needs no model (tokenization, teacher-target reads: `prepare`) runs `prefetch` steps ahead in
 a background thread, so it overlaps the forward and backward of the step before.
 """
 
@@ -121,7 +121,11 @@ def train_loop(cfg, name: str, n_rows: int, student, step_fn: Callable, echo=pri
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
             stopping = bool(cfg.stop_after) and done_here >= cfg.stop_after and step < total
-            if write and (step % cfg.checkpoint_every == 0 or step == total or stopping):
+            # a finished run's checkpoint is only written to be kept: unkept, it was deleted right after the export
+            # (the whole student and two AdamW moments: 431 MiB and ~2 CPU s for the demo's student, 8 s wall on a
+            # shared disk); a crash in the export then resumes from the last periodic checkpoint
+            final = step == total and getattr(cfg, "keep_checkpoint", False)
+            if write and ((step % cfg.checkpoint_every == 0 and step < total) or final or stopping):
                 save_checkpoint(out, step, student, optimizer, scheduler)
             if stopping:
                 batches.close()
