@@ -17,12 +17,12 @@ step() {
     || echo "$name FAILED (see $LOG.$name.out)" >>"$LOG"
 }
 start=$(date +%s)
-step prepare $PY -m pipeline.cli prepare --config $C
-step teacher-cache $PY -m pipeline.cli teacher-cache --config $C
-step verify $PY -m pipeline.cli cache verify $W/teacher_cache.zarr
-step stage1 $PY -m pipeline.cli stage1 --config $C
-step stage2 $PY -m pipeline.cli stage2 --config $C
-for m in infonce xlco lakda; do step stage2-$m $PY -m pipeline.cli stage2 --config $C method=$m init= out_dir=$W/stage2-$m; done
-step sweep $PY -m pipeline.cli sweep --config $C
-step eval $PY -m pipeline.cli eval --config $C sweep_dir=$W/sweep
+step prepare $PY -m mimo_cli prepare --config $C
+step teacher-cache $PY -m mimo_cli teacher-cache --config $C
+step verify $PY -m mimo_cli cache verify $W/teacher_cache.zarr
+step stage1 $PY -m mimo_cli stage1 --config $C
+step stage2 $PY -m mimo_cli stage2 --config $C
+for m in infonce xlco lakda; do step stage2-$m $PY -m mimo_cli stage2 --config $C method=$m init= out_dir=$W/stage2-$m; done
+step sweep $PY -m mimo_cli sweep --config $C
+step eval $PY -m mimo_cli eval --config $C sweep_dir=$W/sweep
 echo "total wall $(( $(date +%s) - start )) s" >>"$LOG"
