@@ -33,17 +33,24 @@ MEASURES = (("main", "nDCG@20", 100.0, 2), ("alignment", "alignment", 1.0, 4), (
 
 
 def seed_config(template: str, work: str, out: Path, seed: int) -> str:
-    """The config text with the seed's own training and eval folders; prepared data, teacher cache and
-    the eval's embedding cache shared by all seeds."""
-    shared = out / "shared"
-    text = template.replace(f'"{work}/prepared', f'"{shared}/prepared')
-    text = text.replace(f'"{work}/teacher_cache.zarr', f'"{shared}/teacher_cache.zarr')
-    text = text.replace(f'"{work}/eval/embeddings', f'"{shared}/embeddings')
+    """The config text with the seed's own work folder (training runs, eval); the teacher row of the
+    eval reads the shared cache. Prepared data, teacher cache and eval embeddings are shared by all
+    seeds through overrides (`shared_paths`)."""
+    text = template.replace(f'work_dir = "{work}"', f'work_dir = "{out}/seed-{seed}"')
+    text = text.replace(f'"teacher:{work}/teacher_cache.zarr', f'"teacher:{out}/shared/teacher_cache.zarr')
     return text.replace(f'"{work}/', f'"{out}/seed-{seed}/')
 
 
+def shared_paths(out: Path, step: str) -> list[str]:
+    shared = out / "shared"
+    data = [f"prepared={shared}/prepared", f"cache={shared}/teacher_cache.zarr"]
+    return {"stage1": data, "stage2": data, "sweep": [f"stage2.{d}" for d in data],
+            "eval": [f"embeddings_dir={shared}/embeddings"], "prepare": [f"work_dir={shared}"],
+            "teacher-cache": [f"work_dir={shared}"]}[step]
+
+
 def run(args: list[str], log: Path) -> None:
-    cmd = [sys.executable, "-m", "pipeline.cli", *args]
+    cmd = [sys.executable, "-m", "mimo_cli", *args]
     with open(log, "a", encoding="utf-8") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
@@ -53,14 +60,14 @@ def run(args: list[str], log: Path) -> None:
         raise SystemExit(f"failed ({done.returncode}): {' '.join(args)} (log: {log})")
 
 
-def chain(config: Path, seed_dir: Path, seed: int, log: Path) -> dict:
+def chain(config: Path, out: Path, seed_dir: Path, seed: int, log: Path) -> dict:
     c = ["--config", str(config)]
-    run(["stage1", *c, f"seed={seed}"], log)
-    run(["stage2", *c, f"seed={seed}"], log)
+    run(["stage1", *c, *shared_paths(out, "stage1"), f"seed={seed}"], log)
+    run(["stage2", *c, *shared_paths(out, "stage2"), f"seed={seed}"], log)
     for method in ("infonce", "xlco", "lakda"):
-        run(["stage2", *c, f"method={method}", "init=", f"out_dir={seed_dir}/stage2-{method}", f"seed={seed}"], log)
-    run(["sweep", *c, f"stage2.seed={seed}"], log)
-    run(["eval", *c, f"sweep_dir={seed_dir}/sweep"], log)
+        run(["stage2", *c, *shared_paths(out, "stage2"), f"method={method}", "init=", f"seed={seed}"], log)
+    run(["sweep", *c, *shared_paths(out, "sweep"), f"stage2.seed={seed}"], log)
+    run(["eval", *c, *shared_paths(out, "eval"), f"sweep_dir={seed_dir}/sweep"], log)
     return json.loads((seed_dir / "eval" / "results.json").read_text(encoding="utf-8"))
 
 
@@ -98,7 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--config", default="configs/sample.toml")
-    ap.add_argument("--work", default="work/sample", help="the folder the config's paths start with")
+    ap.add_argument("--work", default="work/sample", help="the config's work_dir")
     ap.add_argument("--out", default="work/demo-quality")
     args = ap.parse_args()
     out = Path(args.out)
@@ -110,9 +117,9 @@ def main() -> None:
         config = out / f"seed-{seed}.toml"
         config.write_text(seed_config(template, args.work, out, seed), encoding="utf-8")
         if i == 0:  # prepare and the teacher cache: once, shared
-            run(["prepare", "--config", str(config)], log)
-            run(["teacher-cache", "--config", str(config)], log)
-        summaries[seed] = chain(config, out / f"seed-{seed}", seed, log)
+            run(["prepare", "--config", str(config), *shared_paths(out, "prepare")], log)
+            run(["teacher-cache", "--config", str(config), *shared_paths(out, "teacher-cache")], log)
+        summaries[seed] = chain(config, out, out / f"seed-{seed}", seed, log)
     lines = table(summaries)
     (out / "quality.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
