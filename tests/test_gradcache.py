@@ -107,7 +107,8 @@ def test_without_rng_replay_the_gradients_differ(monkeypatch):
     assert any(not torch.allclose(got[k], ref[k], rtol=1e-3, atol=1e-5) for k in ref)
 
 
-def test_a_loss_returns_its_terms_through_the_cached_step():
+@pytest.mark.parametrize("chunk_size", [4, 8], ids=["cached", "one-chunk-plain"])
+def test_a_loss_returns_its_terms_through_the_cached_step(chunk_size):
     """Stage 2's losses return {"loss", terms}: cached_step backpropagates "loss" and hands back every term
     detached, the same values and gradients as the loss alone (no term leaves through a side effect)."""
     from trainer.stage2 import Stage2Config, method_loss
@@ -117,7 +118,7 @@ def test_a_loss_returns_its_terms_through_the_cached_step():
     grads = []
     for fn in (lambda q, p: loss_fn(q, p, TQ, TP), lambda q, p: loss_fn(q, p, TQ, TP)["loss"]):
         student = tiny_student(dropout=0.0)
-        out = cached_step(student, inputs, fn, chunk_size=4)
+        out = cached_step(student, inputs, fn, chunk_size=chunk_size)
         grads.append([p.grad.clone() for p in student.parameters() if p.grad is not None])
         if isinstance(out, dict):
             terms = out

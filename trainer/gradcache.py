@@ -89,16 +89,18 @@ def forward_backward(encode: Callable, chunks, states: list[RngState], grads, no
 
 
 def plain_step(encode: Callable, inputs: Sequence[Sequence[torch.Tensor]], loss_fn: Callable,
-               loss_scale: float = 1.0) -> torch.Tensor:
+               loss_scale: float = 1.0) -> torch.Tensor | dict[str, torch.Tensor]:
     """One forward with a graph per input, the loss, one backward: what gradient caching computes in
-    three passes (the same dropout masks: the inputs are encoded in the same order from the same RNG state)."""
+    three passes (the same dropout masks: the inputs are encoded in the same order from the same RNG state).
+    Returns what loss_fn returned (the loss, or a dict of terms with the loss under "loss"), detached."""
     reps = []
     for tensors in inputs:
         out = encode(*tensors)
         reps.append(out if isinstance(out, tuple) else (out,))
-    loss = loss_fn(*reps)
+    out = loss_fn(*reps)
+    loss = out["loss"] if isinstance(out, dict) else out
     (loss * loss_scale).backward()
-    return loss.detach()
+    return {k: v.detach() for k, v in out.items()} if isinstance(out, dict) else out.detach()
 
 
 def cached_step(encode: Callable, inputs: Sequence[Sequence[torch.Tensor]], loss_fn: Callable, chunk_size: int,
