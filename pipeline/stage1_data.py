@@ -228,10 +228,38 @@ def _corpus_ranks(cfg: Stage1DataConfig, raw) -> dict[str, int]:
     """Each source's corpus position, the order `dedup = "release"` visits sources in."""
     if cfg.source == "hub":
         return {src: cfg.hub_datasets.index(src.rsplit(":", 1)[0]) for entries in raw.values() for src, _ in entries}
-    if cfg.source == "local":
-        specs = [entry.partition(":")[2] for entry in cfg.local_files]
+    if cfg.source in ("local", "sample"):
+        specs = ["sample"] * (cfg.source == "sample") + [entry.partition(":")[2] for entry in cfg.local_files]
         return {src: specs.index(src) for entries in raw.values() for src, _ in entries}
-    return {}  # sample: one corpus; hub-legacy: given by its reader
+    return {}  # hub-legacy: given by its reader
+
+
+def sample_pairs(cfg: Stage1DataConfig, sample_dir: str | Path) -> dict[str, list[tuple[str, dict[str, list]]]]:
+    """source = "sample": the sample's training pairs, then `local_files` (more pairs, e.g. data/parallel/).
+
+    Per language, the sample first and each file after it, in `local_files` order. With `dedup = "fair"`
+    English pairs are explicit: the sample's English sentences and the English side of each file (an
+    `en:` file adds its own); `dedup = "release"` takes them from the first English texts instead.
+    """
+    sample = load_sample(sample_dir, cfg.languages)
+    raw = {lang: [("sample", sample_parallel_sentences(sample, lang))] for lang in cfg.languages if lang != "en"}
+    fair_english = "en" in cfg.languages and cfg.dedup == "fair"
+    if fair_english:
+        raw["en"] = [("sample", sample_parallel_sentences(sample, "en"))]
+    extra = _local_pairs(cfg)
+    check_local_languages(extra, cfg)
+    if "en" in extra and cfg.dedup == "release":
+        raise MimoError("stage1.local_files: en: files do not apply with stage1.dedup=release "
+                        "(its English pairs are the first English sides of the other languages' pairs)")
+    for entry in cfg.local_files:  # in the order given
+        lang, _, spec = entry.partition(":")
+        columns = next(cols for src, cols in extra[lang] if src == spec)
+        if lang == "en" or fair_english:
+            english = {"english": columns["english"], "non_english": columns["english"]}
+            raw.setdefault("en", []).append((spec, columns if lang == "en" else english))
+        if lang != "en":
+            raw[lang].append((spec, columns))
+    return raw
 
 
 def check_local_languages(named, cfg: Stage1DataConfig) -> None:
@@ -256,11 +284,7 @@ def prepare_stage1(cfg: Stage1DataConfig, seed: int, sample_dir: str | Path,
     non_english = [lang for lang in cfg.languages if lang != "en"]
     extra: dict = {}  # hub-legacy: malformed lines per language and the files read
     if cfg.source == "sample":
-        sample = load_sample(sample_dir, cfg.languages)
-        for lang in non_english:
-            raw[lang] = [("sample", sample_parallel_sentences(sample, lang))]
-        if "en" in cfg.languages and cfg.dedup == "fair":
-            raw["en"] = [("sample", sample_parallel_sentences(sample, "en"))]
+        raw = sample_pairs(cfg, sample_dir)
     elif cfg.source == "local":
         raw = _local_pairs(cfg)
         check_local_languages(raw, cfg)

@@ -22,9 +22,8 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import MimoError
 from pipeline.readers import fetch_dataset_file
-from pipeline.sample import load_sample, sample_parallel_sentences
 from pipeline.stage1_data import (FILTERS, HUB_SUBSET_NAMES, STAGE1_SCHEMA, Stage1DataConfig, _english_key, _local_pairs,
-                                  check_local_languages, draft)
+                                  check_local_languages, draft, sample_pairs)
 from pipeline.worklist import text_id
 
 
@@ -189,11 +188,8 @@ def prepare_stage1_streamed(cfg: Stage1DataConfig, seed: int, sample_dir: str | 
     by_lang: dict[str, list[Source]] = {}
     non_english = [lang for lang in cfg.languages if lang != "en"]
     if cfg.source == "sample":
-        sample = load_sample(sample_dir, cfg.languages)
-        for lang in non_english:
-            by_lang[lang] = [_table_source("sample", sample_parallel_sentences(sample, lang))]
-        if "en" in cfg.languages:
-            by_lang["en"] = [_table_source("sample", sample_parallel_sentences(sample, "en"))]
+        by_lang = {lang: [_table_source(label, columns) for label, columns in entries]
+                   for lang, entries in sample_pairs(cfg, sample_dir).items()}
     elif cfg.source == "local":
         by_lang = _local_sources(cfg)
         check_local_languages(by_lang, cfg)

@@ -207,3 +207,42 @@ def test_invalid_utf8_in_parquet_names_the_row(tmp_path):
 def test_nothing_survives(tmp_path):
     with pytest.raises(MimoError, match="no pair survived"):
         _run_local(tmp_path, f"de:{_tsv(tmp_path / 'p.tsv', [('tiny', 'klein', None)])}")
+
+
+def _extra_file(path, pairs):
+    path.write_text("".join(json.dumps({"english": e, "non_english": x}, ensure_ascii=False) + "\n" for e, x in pairs))
+    return str(path)
+
+
+def test_sample_with_extra_local_files(tmp_path):
+    """source = sample + local_files: the files' pairs join the sample's, streamed and in memory alike."""
+    de = _extra_file(tmp_path / "en-de.jsonl", [("The river froze early that winter.", "Der Fluss fror in jenem Winter früh zu."),
+                                                ("ok", "gut"),  # too short: counted, dropped
+                                                ("We missed the last train home.", "Wir haben den letzten Zug verpasst.")])
+    fr = _extra_file(tmp_path / "en-fr.jsonl", [("The museum opens at nine on Sundays.", "Le musée ouvre à neuf heures le dimanche.")])
+    plain_cfg = Stage1DataConfig(source="sample")
+    cfg = Stage1DataConfig(source="sample", local_files=(f"de:{de}", f"fr:{fr}"))
+    base, base_report = prepare_stage1(plain_cfg, seed=0, sample_dir="data/sample")
+    table, report = prepare_stage1(cfg, seed=0, sample_dir="data/sample")
+    again, again_report = prepare_stage1(cfg, seed=0, sample_dir="data/sample", stream=False)
+    assert table.equals(again) and report == again_report
+    counts, base_counts = report["per_language"], base_report["per_language"]
+    assert counts["de"]["input"] == base_counts["de"]["input"] + 3 and counts["de"]["too_short"] == base_counts["de"]["too_short"] + 1
+    assert counts["fr"]["input"] == base_counts["fr"]["input"] + 1
+    # fair dedup: the files' English sides are English candidates too (3 + 1 more)
+    assert counts["en"]["input"] == base_counts["en"]["input"] + 4
+    rows = table.to_pylist()
+    new = {(r["lang"], r["english"]) for r in rows if r["source"] != "sample"}
+    assert new <= {("de", "The river froze early that winter."), ("de", "We missed the last train home."),
+                   ("fr", "The museum opens at nine on Sundays."), ("en", "The river froze early that winter."),
+                   ("en", "We missed the last train home."), ("en", "The museum opens at nine on Sundays.")}
+    # each new English sentence is drafted once (by its language or by English), and none is lost
+    assert sorted(e for _, e in new) == ["The museum opens at nine on Sundays.", "The river froze early that winter.",
+                                        "We missed the last train home."]
+    assert sum(counts[lang]["kept"] for lang in counts) == sum(base_counts[lang]["kept"] for lang in base_counts) + 3
+    with pytest.raises(MimoError, match="not in stage1.languages"):
+        prepare_stage1(Stage1DataConfig(source="sample", languages=("en", "fr"), local_files=(f"de:{de}",)),
+                       seed=0, sample_dir="data/sample")
+    with pytest.raises(MimoError, match="en: files do not apply"):
+        prepare_stage1(Stage1DataConfig(source="sample", dedup="release", local_files=(f"en:{de}",)),
+                       seed=0, sample_dir="data/sample")
