@@ -123,3 +123,27 @@ def test_sample_bad_input_names_file_and_line(tmp_path, repo_root_module):
         load_sample(tmp_path, ("en", "de"))
     with pytest.raises(MimoError, match=r"fr\.jsonl: sample file not found"):
         load_sample(tmp_path, ("en", "fr"))
+
+
+PARALLEL = {lang: f"data/parallel/en-{lang}.jsonl" for lang in LANGUAGES if lang != "en"}
+
+
+def test_parallel_pairs_are_distinct_translations_that_pass_the_filters(sample, repo_root_module):
+    """data/parallel/: authored (English, translation) pairs, every English sentence new and used once."""
+    seen: set[str] = set()
+    sample_english = {s for it in sample.items["en"] for s in (it.query, *it.passage)}
+    for lang, rel in PARALLEL.items():
+        lines = (repo_root_module / rel).read_text(encoding="utf-8").splitlines()
+        assert len(lines) >= 100, rel
+        for row, line in enumerate(lines, 1):
+            pair = json.loads(line)
+            assert set(pair) == {"english", "non_english"}, (rel, row)
+            e, x = pair["english"], pair["non_english"]
+            assert e == e.strip() and x == x.strip() and e != x, (rel, row)
+            assert 10 <= len(x) and 25 <= len(e) <= 220, (rel, row)
+            assert max(len(e), len(x)) / min(len(e), len(x)) < 3, (rel, row)  # App. B.1's ratio filter
+            assert unicodedata.is_normalized("NFC", e) and unicodedata.is_normalized("NFC", x), (rel, row)
+            if lang in SCRIPTS:
+                assert re.search(SCRIPTS[lang], x), (rel, row)
+            assert e not in seen and e not in sample_english, (rel, row, e)
+            seen.add(e)
