@@ -279,7 +279,7 @@ class VectorStore:
 
         return read
 
-    def new_rows(self, worklist: pa.Table, segments: list[Segment] | None = None) -> np.ndarray:
+    def new_rows(self, worklist, segments: list[Segment] | None = None) -> np.ndarray:
         """Indices (int64, ascending) of the worklist rows that no segment of the store holds yet."""
         held = [seg.ids for seg in (self.segments() if segments is None else segments)]
         if not held:
@@ -294,17 +294,19 @@ class VectorStore:
         """Rows per row group of a plan file: whole shards, ~64k rows (a shard's rows read alone)."""
         return self.rows_per_shard * max(1, 65536 // self.rows_per_shard)
 
-    def plan(self, worklist: pa.Table, config: dict | None = None, known=None) -> tuple[list[Segment], int]:
+    def plan(self, worklist, config: dict | None = None, known=None) -> tuple[list[Segment], int]:
         """Append a segment for the worklist rows no segment holds; return (segments, rows reused).
 
-        Every segment's arrays are (re)required here too, so a run killed between writing a plan
-        and creating its arrays, or a worker that lists a plan another worker just wrote, finds them.
-        `known`: (segments, new_rows) of this worklist found a moment ago; used if the store still
-        has exactly those segments (plans are written once: the same count is the same segments).
+        `worklist`: a table of the worklist's columns, or a `pipeline.worklist.Worklist` (its texts
+        read for the new rows only). Every segment's arrays are (re)required here too, so a run
+        killed between writing a plan and creating its arrays, or a worker that lists a plan another
+        worker just wrote, finds them. `known`: (segments, new rows, those rows' table or None) of
+        this worklist found a moment ago; used if the store still has exactly those segments (plans
+        are written once: the same count is the same segments).
         """
-        segments = self.segments()
+        segments, rows = self.segments(), None
         if known is not None and len(known[0]) == len(segments):
-            segments, new = known
+            segments, new, rows = known
         else:
             new = self.new_rows(worklist, segments)
         reused = worklist.num_rows - len(new)
@@ -312,9 +314,11 @@ class VectorStore:
             for seg in segments:
                 self._create_arrays(seg.index, seg.rows)
             return segments, reused
-        rows = worklist.select(PLAN_SCHEMA.names)
-        if len(new) < worklist.num_rows:
-            rows = rows.take(new)
+        if rows is None and isinstance(worklist, pa.Table):
+            rows = worklist if len(new) == worklist.num_rows else worklist.take(new)
+        elif rows is None:
+            rows = worklist.rows(new)
+        rows = rows.select(PLAN_SCHEMA.names)
         # similar lengths share shards, so batches inside a shard carry little padding
         keys = pa.table({"chars": pc.utf8_length(rows.column("text")), "text_id": rows.column("text_id")})
         order = pc.sort_indices(keys, [("chars", "ascending"), ("text_id", "ascending")])
