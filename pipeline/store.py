@@ -400,12 +400,10 @@ class VectorStore:
                 found[shard] = marker
         return found
 
-    def done_shards(self, seg: Segment) -> set[int]:
-        return set(self.markers(seg))
-
-    def pending_shards(self, segments: list[Segment]) -> list[tuple[int, Segment, int, int]]:
-        """Shards without a valid marker (markers listed once per segment, not once per shard)."""
-        done = {seg.index: self.done_shards(seg) for seg in segments}
+    def pending_shards(self, segments: list[Segment], markers: dict | None = None) -> list[tuple[int, Segment, int, int]]:
+        """Shards without a valid marker (markers listed once per segment, not once per shard).
+        `markers`: {segment index: its `markers`} read a moment ago, else read here."""
+        done = markers if markers is not None else {seg.index: self.markers(seg) for seg in segments}
         return [s for s in self.shards(segments) if s[0] not in done[s[1].index]]
 
     def _shard_key(self, seg: Segment, array: str, start: int) -> str:
@@ -438,12 +436,14 @@ class VectorStore:
                   "blake2b": shard_digest(stored)}
         self._write_atomic(self._marker(seg, shard), json.dumps(marker, sort_keys=True).encode())
 
-    def damaged_shards(self, segments: list[Segment]) -> list[tuple[tuple[int, Segment, int, int], str]]:
+    def damaged_shards(self, segments: list[Segment], markers: dict | None = None
+                       ) -> list[tuple[tuple[int, Segment, int, int], str]]:
         """Done shards whose files are missing or not the size recorded when they were written:
-        [((shard, segment, start, end), why)]. One directory listing per array and segment."""
+        [((shard, segment, start, end), why)]. One directory listing per array and segment.
+        `markers`: as for `pending_shards`."""
         out = []
         for seg in segments:
-            done = self.markers(seg)
+            done = markers[seg.index] if markers is not None else self.markers(seg)
             files = {}
             for array in ("vectors", "ntokens"):
                 try:
@@ -468,8 +468,9 @@ class VectorStore:
 
     def shards_to_redo(self, segments: list[Segment]) -> list[tuple[int, Segment, int, int]]:
         """Shards without a valid marker, and done shards whose files are missing or of the wrong size."""
-        redo = {s[0]: s for s in self.pending_shards(segments)}
-        redo.update({s[0]: s for s, _ in self.damaged_shards(segments)})
+        markers = {seg.index: self.markers(seg) for seg in segments}  # each marker read once
+        redo = {s[0]: s for s in self.pending_shards(segments, markers)}
+        redo.update({s[0]: s for s, _ in self.damaged_shards(segments, markers)})
         return [redo[k] for k in sorted(redo)]
 
     def shard_checksum_ok(self, seg: Segment, shard: int, start: int, end: int) -> bool:
