@@ -157,21 +157,23 @@ def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
     worklist = Worklist(cfg.worklists)  # ids, roles, lengths; texts only of the rows the store lacks
     teacher = make_teacher(cfg.teacher)  # config and tokenizer only; weights load on first use
     print_ = fingerprint(teacher, cfg)
-    held, new, has_work = [], np.arange(worklist.num_rows, dtype=np.int64), True
+    held, new, pending = [], np.arange(worklist.num_rows, dtype=np.int64), None
     if VectorStore.exists(cfg.store):
         existing = VectorStore(cfg.store, print_, teacher.dim, cfg.dtype)  # refuse a mismatch before anything else
         held = existing.segments()
         new = existing.new_rows(worklist, held)
-        has_work = bool(len(new) or existing.shards_to_redo(held) or cfg.verify)
+        if not len(new):  # nothing to plan: the shards left to encode are known now
+            pending = redo_list(existing, held, cfg.verify, echo)
     rows = worklist.rows(new) if len(new) else None  # read and checked before the store is touched
-    if has_work:
+    if pending is None or pending:  # a rerun with nothing left to do never loads the weights
         teacher.warm_up()  # weights on the device, one text encoded: fails here, before the store is touched
     store = VectorStore(cfg.store, print_, teacher.dim, cfg.dtype, cfg.rows_per_shard, cfg.rows_per_chunk, create=True)
     # planning reuses the new rows found above unless the segments changed in between
     segments, reused = store.plan(worklist, config={"_step": "teacher_cache", **config_to_dict(cfg)},
                                   known=(held, new, rows))
     del rows, new
-    pending = redo_list(store, segments, cfg.verify, echo)
+    if pending is None or len(segments) != len(held):  # a segment planned here, or by another worker meanwhile
+        pending = redo_list(store, segments, cfg.verify, echo)
     pending_total = len(pending)
     mine = [p for p in pending if p[0] % world == rank]
     before = cached_before(worklist, segments, pending, reused)
@@ -195,7 +197,7 @@ def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
     finally:
         progress.close()
     seconds = time.perf_counter() - started
-    left = len(store.shards_to_redo(segments))
+    left = len(store.shards_to_redo(segments)) if pending else 0  # (other workers' shards)
     summary = {**stats, "reused": reused, "cached_before": before, "seconds": round(seconds, 2), "pending_shards": left,
                "store_bytes": store.size_bytes(), "dim": store.dim, "dtype": store.dtype}
     echo(f"encoded {stats['texts']} texts ({stats['tokens']:,} tokens, {stats['truncated']} truncated) in "
