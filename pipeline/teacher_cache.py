@@ -144,7 +144,7 @@ def cached_before(worklist, segments, pending, reused: int) -> int:
     held = sum(seg.rows for seg in segments)
     if reused == held:  # the worklist has every text the store holds: the done rows, no lookup
         return held - n_pending
-    count_done = n_pending > sum(seg.rows for seg in segments) - n_pending  # look up the smaller side
+    count_done = n_pending > held - n_pending  # look up the smaller side
     chunks = [seg.ids.filter(pa.array(~todo[seg.index] if count_done else todo[seg.index])) for seg in segments]
     value_set = pa.chunked_array([c for col in chunks for c in col.chunks], type=pa.string()).combine_chunks()
     found = int(pc.sum(pc.is_in(worklist.column("text_id"), value_set=value_set)).as_py() or 0)
