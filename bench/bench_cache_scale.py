@@ -189,6 +189,7 @@ def child(timing_path: str, args: list[str]) -> None:
         timed(worklist_mod.Worklist, "__init__", "read worklist: ids, roles, lengths")
         timed(worklist_mod.Worklist, "rows", "read worklist: texts of the new rows")
     timed(store_mod.VectorStore, "plan", "plan (segments, new rows, plan file, arrays)")
+    timed(store_mod.VectorStore, "new_rows", "new rows (the plans' ids, Arrow is_in)")
     timed(tc, "redo_list", "redo list (markers, file sizes)")
     timed(tc, "cached_before", "cached before", mark_first="finished shards skipped (pending list made)")
     timed(store_mod.VectorStore, "write_shard", "write shards (bf16, files, fsync, checksum, marker)",
