@@ -131,7 +131,7 @@ def cached_before(worklist, segments, pending, reused: int) -> int:
     """How many of the worklist's texts (a pa.Table or a `Worklist`) are in shards already done
     (not merely planned).
 
-    `reused`: how many of its texts the segments hold (`VectorStore.plan`). Ids are unique across
+    `reused`: how many of its texts the segments hold (after planning: all). Ids are unique across
     segments (`cache verify` checks it), so the worklist is looked up in the smaller of the done
     and the pending rows' ids (Arrow's is_in), and in nothing when the store is new or complete or
     holds no text outside the worklist (a rerun, a resume)."""
@@ -176,7 +176,7 @@ def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
         pending = redo_list(store, segments, cfg.verify, echo)
     pending_total = len(pending)
     mine = [p for p in pending if p[0] % world == rank]
-    before = cached_before(worklist, segments, pending, reused)
+    before = cached_before(worklist, segments, pending, worklist.num_rows)  # planned: the segments hold every row
     texts = worklist.num_rows
     del worklist  # the shards' rows come from the plan, row group by row group
     echo(f"teacher cache {cfg.store}: {texts} texts, {before} already "

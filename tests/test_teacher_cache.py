@@ -367,3 +367,16 @@ def test_rerun_and_resume_read_no_text_and_a_rerun_loads_no_model(tmp_path, monk
     assert "90 already cached; worker 0/1 takes 0 of 0 pending shards" in lines[-2]
     with pytest.raises(MimoError, match="refusing to mix vectors"):  # the fingerprint is still checked
         run_teacher_cache(replace(stopped, teacher=replace(stopped.teacher, query_prompt="q: ")), echo=lines.append)
+
+
+def test_already_cached_counts_the_done_texts_when_a_run_adds_a_segment(tmp_path):
+    """A run that plans a new segment reports the worklist's texts in done shards (all the earlier
+    ones), not those minus its new texts (what it said before: 20 of 40 here)."""
+    first = write_worklist(tmp_path / "a.parquet", varied_texts(40))
+    second = write_worklist(tmp_path / "b.parquet", varied_texts(60)[20:])
+    cfg = config(tmp_path, [first])
+    run_teacher_cache(cfg, echo=lambda *_: None)
+    lines = []
+    summary = run_teacher_cache(replace(cfg, worklists=(str(second), str(first))), echo=lines.append)
+    assert (summary["texts"], summary["reused"], summary["cached_before"]) == (20, 40, 40)
+    assert "60 texts, 40 already cached; worker 0/1 takes 2 of 2 pending shards" in lines[0]
