@@ -227,8 +227,8 @@ class Worklist:
         everything = len(indices) == self.num_rows  # ascending and unique: then 0..n-1
         source = indices if self._source is None else self._source[indices]
         texts = []
-        for k, (path, pf, first) in enumerate(self._files):
-            end = self._files[k + 1][2] if k + 1 < len(self._files) else first + pf.metadata.num_rows
+        for path, pf, first in self._files:
+            end = first + pf.metadata.num_rows
             local = source[np.searchsorted(source, first):np.searchsorted(source, end)] - first
             meta, start = pf.metadata, 0
             for g in range(meta.num_row_groups):
