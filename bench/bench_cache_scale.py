@@ -151,6 +151,7 @@ def child(timing_path: str, args: list[str]) -> None:
     started = time.perf_counter()
     import pipeline.store as store_mod
     import pipeline.teacher_cache as tc
+    import pipeline.worklist as worklist_mod
     from pipeline.encoder import Encoder
 
     times: dict[str, float] = {}
@@ -183,8 +184,12 @@ def child(timing_path: str, args: list[str]) -> None:
     timed(Encoder, "encode", "model: encode (tokenize + forward)")
     timed(tc, "make_teacher", "model: make teacher (config, tokenizer)")
     timed(Encoder, "warm_up", "model: load weights, encode one text")
-    timed(tc, "read_worklists", "read worklist")
+    timed(tc, "read_worklists", "read worklist")  # (before the keys-first Worklist)
+    if hasattr(worklist_mod, "Worklist"):
+        timed(worklist_mod.Worklist, "__init__", "read worklist: ids, roles, lengths")
+        timed(worklist_mod.Worklist, "rows", "read worklist: texts of the new rows")
     timed(store_mod.VectorStore, "plan", "plan (segments, new rows, plan file, arrays)")
+    timed(store_mod.VectorStore, "new_rows", "new rows (the plans' ids, Arrow is_in)")
     timed(tc, "redo_list", "redo list (markers, file sizes)")
     timed(tc, "cached_before", "cached before", mark_first="finished shards skipped (pending list made)")
     timed(store_mod.VectorStore, "write_shard", "write shards (bf16, files, fsync, checksum, marker)",

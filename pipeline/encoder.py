@@ -83,7 +83,7 @@ class Encoder:
         # weights' dtype; autocast keeps float32 weights and runs matmuls in bf16
         self.weight_dtype = torch.float32 if self.compute_dtype == "autocast_bf16" else getattr(torch, self.compute_dtype)
         self.max_batch_tokens = cfg.max_batch_tokens or (32768 if self.device.type == "cuda" else 2048)
-        self.attn_implementation = self._attention(cfg.attn_implementation, hf_config)
+        self._hf_config, self._attn = hf_config, None
         self.model_dir, self._model = model_dir, None
         self.dim = int(hf_config.hidden_size)
         self.max_positions = self._max_positions(hf_config)
@@ -109,6 +109,14 @@ class Encoder:
                 raise MimoError(f"{self.role} model {self.cfg.model!r}: cannot load its weights ({type(err).__name__}: {err})") from None
             self.set_model(model)
         return self._model
+
+    @property
+    def attn_implementation(self) -> str:
+        """Resolved on first use: asking the model's class imports its modeling code (~10 s of
+        transformers imports on a loaded CPU), which a run that loads no weights never needs."""
+        if self._attn is None:
+            self._attn = self._attention(self.cfg.attn_implementation, self._hf_config)
+        return self._attn
 
     def warm_up(self) -> None:
         """Load the weights onto the device and encode one text: device and weight errors surface here."""

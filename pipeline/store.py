@@ -279,7 +279,7 @@ class VectorStore:
 
         return read
 
-    def new_rows(self, worklist: pa.Table, segments: list[Segment] | None = None) -> np.ndarray:
+    def new_rows(self, worklist, segments: list[Segment] | None = None) -> np.ndarray:
         """Indices (int64, ascending) of the worklist rows that no segment of the store holds yet."""
         held = [seg.ids for seg in (self.segments() if segments is None else segments)]
         if not held:
@@ -294,17 +294,19 @@ class VectorStore:
         """Rows per row group of a plan file: whole shards, ~64k rows (a shard's rows read alone)."""
         return self.rows_per_shard * max(1, 65536 // self.rows_per_shard)
 
-    def plan(self, worklist: pa.Table, config: dict | None = None, known=None) -> tuple[list[Segment], int]:
+    def plan(self, worklist, config: dict | None = None, known=None) -> tuple[list[Segment], int]:
         """Append a segment for the worklist rows no segment holds; return (segments, rows reused).
 
-        Every segment's arrays are (re)required here too, so a run killed between writing a plan
-        and creating its arrays, or a worker that lists a plan another worker just wrote, finds them.
-        `known`: (segments, new_rows) of this worklist found a moment ago; used if the store still
-        has exactly those segments (plans are written once: the same count is the same segments).
+        `worklist`: a table of the worklist's columns, or a `pipeline.worklist.Worklist` (its texts
+        read for the new rows only). Every segment's arrays are (re)required here too, so a run
+        killed between writing a plan and creating its arrays, or a worker that lists a plan another
+        worker just wrote, finds them. `known`: (segments, new rows, those rows' table or None) of
+        this worklist found a moment ago; used if the store still has exactly those segments (plans
+        are written once: the same count is the same segments).
         """
-        segments = self.segments()
+        segments, rows = self.segments(), None
         if known is not None and len(known[0]) == len(segments):
-            segments, new = known
+            segments, new, rows = known
         else:
             new = self.new_rows(worklist, segments)
         reused = worklist.num_rows - len(new)
@@ -312,9 +314,11 @@ class VectorStore:
             for seg in segments:
                 self._create_arrays(seg.index, seg.rows)
             return segments, reused
-        rows = worklist.select(PLAN_SCHEMA.names)
-        if len(new) < worklist.num_rows:
-            rows = rows.take(new)
+        if rows is None and isinstance(worklist, pa.Table):
+            rows = worklist if len(new) == worklist.num_rows else worklist.take(new)
+        elif rows is None:
+            rows = worklist.rows(new)
+        rows = rows.select(PLAN_SCHEMA.names)
         # similar lengths share shards, so batches inside a shard carry little padding
         keys = pa.table({"chars": pc.utf8_length(rows.column("text")), "text_id": rows.column("text_id")})
         order = pc.sort_indices(keys, [("chars", "ascending"), ("text_id", "ascending")])
@@ -396,12 +400,10 @@ class VectorStore:
                 found[shard] = marker
         return found
 
-    def done_shards(self, seg: Segment) -> set[int]:
-        return set(self.markers(seg))
-
-    def pending_shards(self, segments: list[Segment]) -> list[tuple[int, Segment, int, int]]:
-        """Shards without a valid marker (markers listed once per segment, not once per shard)."""
-        done = {seg.index: self.done_shards(seg) for seg in segments}
+    def pending_shards(self, segments: list[Segment], markers: dict | None = None) -> list[tuple[int, Segment, int, int]]:
+        """Shards without a valid marker (markers listed once per segment, not once per shard).
+        `markers`: {segment index: its `markers`} read a moment ago, else read here."""
+        done = markers if markers is not None else {seg.index: self.markers(seg) for seg in segments}
         return [s for s in self.shards(segments) if s[0] not in done[s[1].index]]
 
     def _shard_key(self, seg: Segment, array: str, start: int) -> str:
@@ -434,12 +436,14 @@ class VectorStore:
                   "blake2b": shard_digest(stored)}
         self._write_atomic(self._marker(seg, shard), json.dumps(marker, sort_keys=True).encode())
 
-    def damaged_shards(self, segments: list[Segment]) -> list[tuple[tuple[int, Segment, int, int], str]]:
+    def damaged_shards(self, segments: list[Segment], markers: dict | None = None
+                       ) -> list[tuple[tuple[int, Segment, int, int], str]]:
         """Done shards whose files are missing or not the size recorded when they were written:
-        [((shard, segment, start, end), why)]. One directory listing per array and segment."""
+        [((shard, segment, start, end), why)]. One directory listing per array and segment.
+        `markers`: as for `pending_shards`."""
         out = []
         for seg in segments:
-            done = self.markers(seg)
+            done = markers[seg.index] if markers is not None else self.markers(seg)
             files = {}
             for array in ("vectors", "ntokens"):
                 try:
@@ -464,8 +468,9 @@ class VectorStore:
 
     def shards_to_redo(self, segments: list[Segment]) -> list[tuple[int, Segment, int, int]]:
         """Shards without a valid marker, and done shards whose files are missing or of the wrong size."""
-        redo = {s[0]: s for s in self.pending_shards(segments)}
-        redo.update({s[0]: s for s, _ in self.damaged_shards(segments)})
+        markers = {seg.index: self.markers(seg) for seg in segments}  # each marker read once
+        redo = {s[0]: s for s in self.pending_shards(segments, markers)}
+        redo.update({s[0]: s for s, _ in self.damaged_shards(segments, markers)})
         return [redo[k] for k in sorted(redo)]
 
     def shard_checksum_ok(self, seg: Segment, shard: int, start: int, end: int) -> bool:

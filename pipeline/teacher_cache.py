@@ -17,7 +17,6 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline.config import WORK_FOLDER, config_to_dict
 from pipeline.prepared_layout import TEACHER_WORKLIST
@@ -25,7 +24,9 @@ from pipeline.errors import MimoError
 from pipeline.ranks import env_int
 from pipeline.store import FORMAT_VERSION, STORE_DTYPES, VectorStore
 from pipeline.teacher import TeacherConfig
-from pipeline.worklist import ROLES, WORKLIST_SCHEMA
+from pipeline.worklist import Worklist
+# the worklist's readers and checks, where the CLI's parity command and the tests import them from
+from pipeline.worklist import BLANK, PY_WHITESPACE, check_worklist_values, read_worklists  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -71,74 +72,6 @@ def worker_position(cfg: TeacherCacheConfig) -> tuple[int, int]:
     return rank, world
 
 
-def read_worklists(paths) -> pa.Table:
-    """Union of worklists (deduplicated by text_id), checked for the columns and values the cache needs."""
-    tables = []
-    for path in paths:
-        try:
-            schema = pq.read_schema(path)
-        except FileNotFoundError:
-            raise MimoError(f"{path}: worklist not found (run prepare first)") from None
-        except (pa.ArrowException, OSError) as err:
-            raise MimoError(f"{path}: not a readable worklist Parquet file ({err})") from None
-        missing = [f.name for f in WORKLIST_SCHEMA if f.name not in schema.names]
-        if missing:
-            raise MimoError(f"{path}: not a teacher worklist: missing column(s) {', '.join(missing)}")
-        try:  # row group by row group: ~1.1 GB for the paper's 6.5M texts, where read_table held ~1.7 GB
-            pf = pq.ParquetFile(path, page_checksum_verification=True)
-            table = pa.concat_tables([pf.read_row_group(g, columns=WORKLIST_SCHEMA.names)
-                                      for g in range(pf.num_row_groups)]) if pf.num_row_groups else \
-                pf.read(columns=WORKLIST_SCHEMA.names)
-        except (pa.ArrowException, OSError) as err:
-            raise MimoError(f"{path}: not a readable worklist Parquet file ({type(err).__name__}: "
-                            f"{' '.join(str(err).split())[:200]})") from None
-        try:
-            table = table.cast(WORKLIST_SCHEMA)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-            raise MimoError(f"{path}: worklist columns have the wrong types ({err})") from None
-        check_worklist_values(path, table)
-        tables.append(table)
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    ids = table.column("text_id")
-    if table.num_rows < 2 or pc.all(pc.greater(ids.slice(1), ids.slice(0, table.num_rows - 1))).as_py():
-        return table  # strictly ascending ids, as prepare writes them: no repeats
-    # first row of each id (Arrow's hash table: codes in order of first appearance, no Python strings)
-    codes = pc.dictionary_encode(ids)
-    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in codes.chunks])
-    _, first = np.unique(codes, return_index=True)
-    if len(first) == table.num_rows:
-        return table
-    return table.take(np.sort(first))
-
-
-# Python's whitespace (the code points whose str.isspace() is true, which str.strip() removes)
-PY_WHITESPACE = (*range(0x9, 0xE), *range(0x1C, 0x21), 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
-                 0x202F, 0x205F, 0x3000)
-# a text that is empty or only such whitespace, as an RE2 pattern
-BLANK = "^[" + "".join(f"\\x{{{c:x}}}" for c in PY_WHITESPACE) + "]*$"
-
-
-def check_worklist_values(path, table: pa.Table) -> None:
-    """The first bad row, as one line: a null text_id, a role that is not query/document, a
-    max_length below 1 (or null), a text that is null, empty or only whitespace (`str.isspace`)."""
-    role, length, text = (table.column(c) for c in ("role", "max_length", "text"))
-    bad_role = ~pc.fill_null(pc.is_in(role, value_set=pa.array(ROLES)), False).to_numpy(zero_copy_only=False)
-    bad_length = ~pc.fill_null(pc.greater_equal(length, 1), False).to_numpy(zero_copy_only=False)
-    blank = pc.match_substring_regex(text, BLANK)  # empty, or only characters Python's str.strip() removes
-    bad_text = pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
-    no_id = pc.is_null(table.column("text_id")).to_numpy(zero_copy_only=False)
-    bad = bad_role | bad_length | bad_text | no_id
-    if bad.any():
-        i = int(np.argmax(bad))
-        if no_id[i]:
-            raise MimoError(f"{path}: row {i}: text_id is missing (null)")
-        if bad_role[i]:
-            raise MimoError(f"{path}: row {i}: role {role[i].as_py()!r} is not one of {', '.join(ROLES)}")
-        if bad_length[i]:
-            raise MimoError(f"{path}: row {i}: max_length must be a positive integer")
-        raise MimoError(f"{path}: row {i}: empty text")
-
-
 def make_teacher(cfg: TeacherConfig):
     if cfg.backend == "vllm":
         from pipeline.teacher_vllm import VllmTeacher
@@ -180,10 +113,11 @@ class Progress:
 def redo_list(store: VectorStore, segments, verify: bool, echo) -> list:
     """Shards to (re)encode: not done, done but with a missing or truncated file (their marker no
     longer counts), and with `verify`, done shards whose bytes differ from their checksum."""
-    damaged = store.damaged_shards(segments)
+    markers = {seg.index: store.markers(seg) for seg in segments}  # each marker read once
+    damaged = store.damaged_shards(segments, markers)
     for (shard, seg, _, _), why in damaged:
         echo(f"teacher cache: shard {shard} is damaged ({why}): redoing it")
-    redo = {s[0]: s for s in store.pending_shards(segments)}
+    redo = {s[0]: s for s in store.pending_shards(segments, markers)}
     redo.update({s[0]: s for s, _ in damaged})
     if verify:
         for shard, seg, start, end in store.shards(segments):
@@ -193,19 +127,24 @@ def redo_list(store: VectorStore, segments, verify: bool, echo) -> list:
     return [redo[k] for k in sorted(redo)]
 
 
-def cached_before(worklist: pa.Table, segments, pending, reused: int) -> int:
-    """How many of the worklist's texts are in shards already done (not merely planned).
+def cached_before(worklist, segments, pending, reused: int) -> int:
+    """How many of the worklist's texts (a pa.Table or a `Worklist`) are in shards already done
+    (not merely planned).
 
-    `reused`: how many of its texts the segments hold (`VectorStore.plan`). Ids are unique across
+    `reused`: how many of its texts the segments hold (after planning: all). Ids are unique across
     segments (`cache verify` checks it), so the worklist is looked up in the smaller of the done
-    and the pending rows' ids (Arrow's is_in), and in nothing when the store is new or complete."""
+    and the pending rows' ids (Arrow's is_in), and in nothing when the store is new or complete or
+    holds no text outside the worklist (a rerun, a resume)."""
     if not reused or not pending:
         return reused
     todo = {seg.index: np.zeros(seg.rows, dtype=bool) for seg in segments}
     for _, seg, start, end in pending:
         todo[seg.index][start:end] = True
     n_pending = sum(int(t.sum()) for t in todo.values())
-    count_done = n_pending > sum(seg.rows for seg in segments) - n_pending  # look up the smaller side
+    held = sum(seg.rows for seg in segments)
+    if reused == held:  # the worklist has every text the store holds: the done rows, no lookup
+        return held - n_pending
+    count_done = n_pending > held - n_pending  # look up the smaller side
     chunks = [seg.ids.filter(pa.array(~todo[seg.index] if count_done else todo[seg.index])) for seg in segments]
     value_set = pa.chunked_array([c for col in chunks for c in col.chunks], type=pa.string()).combine_chunks()
     found = int(pc.sum(pc.is_in(worklist.column("text_id"), value_set=value_set)).as_py() or 0)
@@ -215,24 +154,29 @@ def cached_before(worklist: pa.Table, segments, pending, reused: int) -> int:
 def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
     """Encode every worklist text not yet in the store (this worker's shards); return the summary."""
     rank, world = worker_position(cfg)
-    worklist = read_worklists(cfg.worklists)
+    worklist = Worklist(cfg.worklists)  # ids, roles, lengths; texts only of the rows the store lacks
     teacher = make_teacher(cfg.teacher)  # config and tokenizer only; weights load on first use
     print_ = fingerprint(teacher, cfg)
-    has_work, known = True, None
+    held, new, pending = [], np.arange(worklist.num_rows, dtype=np.int64), None
     if VectorStore.exists(cfg.store):
         existing = VectorStore(cfg.store, print_, teacher.dim, cfg.dtype)  # refuse a mismatch before anything else
         held = existing.segments()
-        known = (held, existing.new_rows(worklist, held))  # planning reuses it unless the segments changed
-        has_work = bool(len(known[1]) or existing.shards_to_redo(held) or cfg.verify)
-    if has_work:
+        new = existing.new_rows(worklist, held)
+        if not len(new):  # nothing to plan: the shards left to encode are known now
+            pending = redo_list(existing, held, cfg.verify, echo)
+    rows = worklist.rows(new) if len(new) else None  # read and checked before the store is touched
+    if pending is None or pending:  # a rerun with nothing left to do never loads the weights
         teacher.warm_up()  # weights on the device, one text encoded: fails here, before the store is touched
     store = VectorStore(cfg.store, print_, teacher.dim, cfg.dtype, cfg.rows_per_shard, cfg.rows_per_chunk, create=True)
-    segments, reused = store.plan(worklist, config={"_step": "teacher_cache", **config_to_dict(cfg)}, known=known)
-    del known
-    pending = redo_list(store, segments, cfg.verify, echo)
+    # planning reuses the new rows found above unless the segments changed in between
+    segments, reused = store.plan(worklist, config={"_step": "teacher_cache", **config_to_dict(cfg)},
+                                  known=(held, new, rows))
+    del rows, new
+    if pending is None or len(segments) != len(held):  # a segment planned here, or by another worker meanwhile
+        pending = redo_list(store, segments, cfg.verify, echo)
     pending_total = len(pending)
     mine = [p for p in pending if p[0] % world == rank]
-    before = cached_before(worklist, segments, pending, reused)
+    before = cached_before(worklist, segments, pending, worklist.num_rows)  # planned: the segments hold every row
     texts = worklist.num_rows
     del worklist  # the shards' rows come from the plan, row group by row group
     echo(f"teacher cache {cfg.store}: {texts} texts, {before} already "
@@ -253,7 +197,7 @@ def run_teacher_cache(cfg: TeacherCacheConfig, echo=print) -> dict:
     finally:
         progress.close()
     seconds = time.perf_counter() - started
-    left = len(store.shards_to_redo(segments))
+    left = len(store.shards_to_redo(segments)) if pending else 0  # (other workers' shards)
     summary = {**stats, "reused": reused, "cached_before": before, "seconds": round(seconds, 2), "pending_shards": left,
                "store_bytes": store.size_bytes(), "dim": store.dim, "dtype": store.dtype}
     echo(f"encoded {stats['texts']} texts ({stats['tokens']:,} tokens, {stats['truncated']} truncated) in "

@@ -213,3 +213,73 @@ def test_take_rows_batch_by_batch_equals_arrow_take():
     offsets = np.cumsum([0] + [b.num_rows for b in batches])
     for rows in (rng.permutation(32), rng.permutation(32)[:7], np.array([31, 0, 5, 5 + 1]), np.array([], np.int64)):
         assert take_rows(batches, offsets, rows).equals(table.take(pa.array(rows, pa.int64())).combine_chunks())
+
+
+# ---- the worklist read keys first, texts only for the rows asked for (pipeline/worklist.py: Worklist) ----
+
+def _write(table, path, row_group_size=7):
+    pq.write_table(table, path, row_group_size=row_group_size)  # several row groups per file
+    return path
+
+
+def test_worklist_texts_read_lazily_equal_read_worklists(tmp_path):
+    from pipeline.worklist import Worklist
+
+    a = worklist([("document", 256, t) for t in texts(30)] + [("query", 512, t) for t in texts(5, "q")])
+    b = worklist([("document", 256, t) for t in texts(50)[20:]] + [("query", 512, t) for t in texts(10)])
+    c = a.take(np.random.default_rng(0).permutation(a.num_rows))  # not sorted by id: deduplicated by Arrow
+    for paths in ([_write(a, tmp_path / "a.parquet")],
+                  [tmp_path / "a.parquet", _write(b, tmp_path / "b.parquet")],
+                  [_write(c, tmp_path / "c.parquet"), tmp_path / "b.parquet", tmp_path / "a.parquet"]):
+        eager = read_worklists(paths)
+        lazy = Worklist(paths)
+        assert lazy.num_rows == eager.num_rows and lazy.keys.equals(eager.select(["text_id", "role", "max_length"]))
+        rng = np.random.default_rng(len(paths))
+        for rows in (np.arange(eager.num_rows), np.sort(rng.permutation(eager.num_rows)[:13]), np.array([0]),
+                     np.array([eager.num_rows - 1]), np.array([], np.int64)):
+            got = lazy.rows(rows)
+            assert got.schema.equals(WORKLIST_SCHEMA) and got.equals(eager.take(pa.array(rows, pa.int64())))
+
+
+def test_worklist_errors_are_read_worklists_errors(tmp_path):
+    """The first bad row in read_worklists' order (file by file, texts included) when ids, roles or
+    lengths are bad; a blank text among the rows read, with its file and row."""
+    from pipeline.worklist import Worklist
+
+    good = worklist(("document", 256, t) for t in texts(20))
+    blank = good.set_column(3, "text", pa.array([t if i != 9 else " \u3000" for i, t in
+                                                 enumerate(good["text"].to_pylist())]))
+    role = good.set_column(1, "role", pa.array([r if i != 4 else "passage" for i, r in
+                                                enumerate(good["role"].to_pylist())]))
+    both = blank.set_column(1, "role", role["role"])  # row 4: role, row 9: empty text
+    cases = {"blank": [_write(blank, tmp_path / "blank.parquet")],
+             "role": [_write(good, tmp_path / "good.parquet"), _write(role, tmp_path / "role.parquet")],
+             "blank, then a role in a later file": [tmp_path / "blank.parquet", tmp_path / "role.parquet"],
+             "role before a blank": [_write(both, tmp_path / "both.parquet")]}
+    for name, paths in cases.items():
+        with pytest.raises(MimoError) as eager:
+            read_worklists(paths)
+        with pytest.raises(MimoError) as lazy:
+            Worklist(paths).rows(np.arange(20))
+        assert str(lazy.value) == str(eager.value), name
+    assert str(eager.value) == f"{tmp_path / 'both.parquet'}: row 4: role 'passage' is not one of query, document"
+    ok = Worklist([tmp_path / "blank.parquet"])  # texts are checked when read: the rows without row 9
+    assert ok.rows(np.array([3, 8, 10])).num_rows == 3
+    with pytest.raises(MimoError, match=r"blank.parquet: row 9: empty text$"):
+        ok.rows(np.array([3, 9]))
+
+
+def test_cached_before_without_a_lookup_when_the_worklist_has_every_stored_text(tmp_path, monkeypatch):
+    a = worklist(("document", 256, t) for t in texts(20))
+    b = worklist(("document", 256, t) for t in texts(30)[10:])
+    store = make_store(tmp_path, [a, b], rows_per_shard=4, write=False)
+    segments = store.segments()
+    shards = list(store.shards(segments))
+    union = read_worklists([_write(a, tmp_path / "a.parquet"), _write(b, tmp_path / "b.parquet")])
+    wanted = set(union["text_id"].to_pylist())
+    assert union.num_rows == sum(seg.rows for seg in segments) == 30
+    monkeypatch.setattr("pyarrow.compute.is_in", lambda *a, **k: pytest.fail("looked up"))
+    for pending in ([s for s in shards if s[0] % 3 == 1], [s for s in shards if s[0] % 3 != 1], shards[:1]):
+        expected = sum(1 for shard, seg, start, end in shards if (shard, seg.index) not in
+                       {(p[0], p[1].index) for p in pending} for i in seg.ids.to_pylist()[start:end] if i in wanted)
+        assert cached_before(union, segments, pending, 30) == expected

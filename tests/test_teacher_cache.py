@@ -327,3 +327,56 @@ def test_normalization_follows_the_models_own_config(tmp_path):
     assert np.abs(np.linalg.norm(ours, axis=1) - 1).min() > 0.1
     forced = TransformersTeacher(TeacherConfig(model=str(plain), normalize="true"))
     assert forced.normalize is True
+
+
+def test_rerun_and_resume_read_no_text_and_a_rerun_loads_no_model(tmp_path, monkeypatch):
+    """A run stopped after two shards, resumed, equals an uninterrupted run; the resume reads no
+    worklist text (the plan holds them); a rerun with nothing to do neither reads a text nor loads
+    or encodes with the model (nor imports its modeling code to pick an attention implementation)."""
+    from pipeline.encoder import Encoder
+    from pipeline.store import VectorStore as Store
+    from pipeline.worklist import Worklist
+
+    wl = write_worklist(tmp_path / "wl.parquet", varied_texts(90))
+    clean = config(tmp_path, [wl])
+    run_teacher_cache(clean, echo=lambda *_: None)
+    stopped = replace(clean, store=str(tmp_path / "stopped.zarr"))
+    write, written = Store.write_shard, []
+
+    def two_then_stop(self, *args, **kwargs):
+        if len(written) == 2:
+            raise KeyboardInterrupt  # as if killed after two shards
+        write(self, *args, **kwargs)
+        written.append(args[1])
+
+    monkeypatch.setattr(Store, "write_shard", two_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_teacher_cache(stopped, echo=lambda *_: None)
+    monkeypatch.setattr(Store, "write_shard", write)
+    monkeypatch.setattr(Worklist, "rows", lambda *a: pytest.fail("read worklist texts"))
+    lines = []
+    resumed = run_teacher_cache(stopped, echo=lines.append)
+    assert (resumed["texts"], resumed["cached_before"]) == (90 - 32, 32) and "takes 4 of 4 pending shards" in lines[0]
+    a, b = store_files(tmp_path / "stopped.zarr"), store_files(tmp_path / "cache.zarr")
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+
+    for name in ("warm_up", "encode", "_attention"):
+        monkeypatch.setattr(Encoder, name, lambda *a, name=name, **k: pytest.fail(f"called Encoder.{name}"))
+    again = run_teacher_cache(stopped, echo=lines.append)
+    assert (again["texts"], again["cached_before"], again["pending_shards"]) == (0, 90, 0)
+    assert "90 already cached; worker 0/1 takes 0 of 0 pending shards" in lines[-2]
+    with pytest.raises(MimoError, match="refusing to mix vectors"):  # the fingerprint is still checked
+        run_teacher_cache(replace(stopped, teacher=replace(stopped.teacher, query_prompt="q: ")), echo=lines.append)
+
+
+def test_already_cached_counts_the_done_texts_when_a_run_adds_a_segment(tmp_path):
+    """A run that plans a new segment reports the worklist's texts in done shards (all the earlier
+    ones), not those minus its new texts (what it said before: 20 of 40 here)."""
+    first = write_worklist(tmp_path / "a.parquet", varied_texts(40))
+    second = write_worklist(tmp_path / "b.parquet", varied_texts(60)[20:])
+    cfg = config(tmp_path, [first])
+    run_teacher_cache(cfg, echo=lambda *_: None)
+    lines = []
+    summary = run_teacher_cache(replace(cfg, worklists=(str(second), str(first))), echo=lines.append)
+    assert (summary["texts"], summary["reused"], summary["cached_before"]) == (20, 40, 40)
+    assert "60 texts, 40 already cached; worker 0/1 takes 2 of 2 pending shards" in lines[0]
