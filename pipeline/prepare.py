@@ -76,7 +76,7 @@ def run_prepare(cfg: PrepareConfig, echo=print) -> Path:
     with staged_output_dir(cfg.out_dir, "prepare") as out:
         if "stage1" in cfg.stages:
             with _Phase("stage 1: read, filter, draft", echo):
-                pairs, report = prepare_stage1(cfg.stage1, cfg.seed, cfg.sample_dir)
+                pairs, report = prepare_stage1(cfg.stage1, cfg.seed, cfg.sample_dir, echo=echo)
                 (out / layout.STAGE1_DIR).mkdir()
                 write_table(pairs, layout.stage1_pairs(out))
                 _dump(report, layout.report(out, layout.STAGE1_DIR))

@@ -270,16 +270,17 @@ def check_local_languages(named, cfg: Stage1DataConfig) -> None:
 
 
 def prepare_stage1(cfg: Stage1DataConfig, seed: int, sample_dir: str | Path,
-                   stream: bool = True) -> tuple[pa.Table, dict]:
+                   stream: bool = True, echo=None) -> tuple[pa.Table, dict]:
     """Build the Stage-1 pair table (training order) and the per-language filter report.
 
     `dedup = "fair"` runs streamed (pipeline/stage1_stream.py: bounded memory at any corpus size)
-    unless `stream` is False: the plain in-memory path below, which the streamed one equals.
+    unless `stream` is False: the plain in-memory path below, which the streamed one equals. `echo`
+    (streamed path) receives progress lines, at most one every PROGRESS_SECONDS.
     """
     if stream and cfg.dedup == "fair" and cfg.source != "hub-legacy":
         from pipeline.stage1_stream import prepare_stage1_streamed
 
-        return prepare_stage1_streamed(cfg, seed, sample_dir)
+        return prepare_stage1_streamed(cfg, seed, sample_dir, echo)
     raw: dict[str, list[tuple[str, dict[str, list]]]] = {}
     non_english = [lang for lang in cfg.languages if lang != "en"]
     extra: dict = {}  # hub-legacy: malformed lines per language and the files read

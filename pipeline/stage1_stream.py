@@ -11,6 +11,7 @@ texts. tests/test_paper_scale.py checks the bytes equal the in-memory path's.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,21 @@ class Source:
 
 
 BATCH_ROWS = 65_536  # rows read at a time from a Parquet file: memory stays bounded at any corpus size
+PROGRESS_SECONDS = 30.0  # at most one progress line this often: the sample's runs stay silent
+
+
+class Progress:
+    """Progress lines of a long pass, at most one every PROGRESS_SECONDS (and none for a short run)."""
+
+    def __init__(self, echo):
+        self.echo, self.start = echo, time.perf_counter()
+        self.last = self.start
+
+    def __call__(self, message: Callable[[], str]) -> None:
+        now = time.perf_counter()
+        if self.echo is not None and now - self.last >= PROGRESS_SECONDS:
+            self.last = now
+            self.echo(f"  {message()} [{now - self.start:.0f} s]")
 
 
 def _table_source(label: str, columns: dict[str, list]) -> Source:
@@ -147,7 +163,7 @@ class Pool:
 
 
 def _collect(cfg: Stage1DataConfig, sources: list[Source], picks: dict[str, tuple[np.ndarray, np.ndarray]],
-             english_only: set[str]) -> dict[str, pa.Table]:
+             english_only: set[str], progress=lambda message: None) -> dict[str, pa.Table]:
     """Second pass: the chosen rows' stripped texts, per language in candidate order (sources read again)."""
     wanted: dict[int, list[tuple[str, np.ndarray, np.ndarray]]] = {}
     for lang, (src, row) in picks.items():
@@ -168,6 +184,7 @@ def _collect(cfg: Stage1DataConfig, sources: list[Source], picks: dict[str, tupl
                     parts[lang].append((sel[inside], pa.table({"english": english, "text": other,
                                                                "source": pa.array([sources[s].label] * len(taken))})))
             start += n
+            progress(lambda: f"stage 1: texts of the chosen pairs: {sources[s].label}, row {start:,}")
     out = {}
     for lang, pieces in parts.items():
         if not pieces:
@@ -177,7 +194,8 @@ def _collect(cfg: Stage1DataConfig, sources: list[Source], picks: dict[str, tupl
     return out
 
 
-def prepare_stage1_streamed(cfg: Stage1DataConfig, seed: int, sample_dir: str | Path) -> tuple[pa.Table, dict]:
+def prepare_stage1_streamed(cfg: Stage1DataConfig, seed: int, sample_dir: str | Path,
+                            echo=None) -> tuple[pa.Table, dict]:
     """`prepare_stage1` for `dedup = "fair"`, streamed: the same table and report, in bounded memory.
 
     Two passes over the sources, so memory holds keys and positions, never the raw corpora:
@@ -215,6 +233,7 @@ def prepare_stage1_streamed(cfg: Stage1DataConfig, seed: int, sample_dir: str | 
 
     counts = {lang: dict.fromkeys(("input",) + FILTERS, 0) for lang in cfg.languages}
     pools = {lang: Pool([], [], []) for lang in cfg.languages}
+    progress, seen = Progress(echo), 0
     for lang, s, english_only in plan:
         start = 0
         for batch in sources[s].batches():
@@ -225,8 +244,14 @@ def prepare_stage1_streamed(cfg: Stage1DataConfig, seed: int, sample_dir: str | 
             kept = pc.utf8_trim_whitespace(english.take(pa.array(keep))).combine_chunks()
             pools[lang].add(s, start + keep, english_keys(kept))
             start += batch.num_rows
+            seen += batch.num_rows
+            progress(lambda: f"stage 1: filtering {sources[s].label} ({lang}{', English side' if english_only else ''}): "
+                             f"row {start:,}; {seen:,} rows read in all")
 
     located = {lang: pools[lang].done() for lang in cfg.languages}
+    progress.last = progress.start  # said whenever the phase has taken long: the draft and the second pass follow
+    progress(lambda: f"stage 1: {seen:,} rows read and filtered; drafting among "
+                     f"{sum(len(v[2]) for v in located.values()):,} candidates")
     chosen, duplicates = draft({lang: located[lang][2] for lang in cfg.languages}, cfg.cap_per_language,
                                cfg.dedup_english, seed)
     picks = {}
@@ -238,7 +263,9 @@ def prepare_stage1_streamed(cfg: Stage1DataConfig, seed: int, sample_dir: str | 
         idx = np.sort(np.array(chosen[lang], dtype=np.int64))  # source order within a language; shuffled below
         picks[lang] = (located[lang][0][idx], located[lang][1][idx])
     del located, pools
-    texts = _collect(cfg, sources, {lang: p for lang, p in picks.items() if len(p[0])}, {"en"})
+    progress.last = progress.start
+    progress(lambda: f"stage 1: drafted {sum(len(p[0]) for p in picks.values()):,} pairs; reading their texts")
+    texts = _collect(cfg, sources, {lang: p for lang, p in picks.items() if len(p[0])}, {"en"}, progress)
     parts = [t.append_column("lang", pa.array([lang] * t.num_rows, pa.string()))
              for lang in cfg.languages if (t := texts.get(lang)) is not None]
     if not parts:

@@ -67,3 +67,25 @@ def test_stage1_streamed_equals_the_in_memory_path(tmp_path, monkeypatch):
     write_table(streamed, tmp_path / "b.parquet")
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes() and report == again
     assert plain.num_rows > 1000
+
+
+def test_streamed_stage1_says_its_progress(tmp_path, monkeypatch):
+    """A long pass prints where it is (at most one line per PROGRESS_SECONDS); a short run prints nothing."""
+    import pipeline.stage1_stream as stage1_stream
+    from pipeline.stage1_data import prepare_stage1
+
+    out = tmp_path / "ps"
+    subprocess.run([sys.executable, str(REPO / "bench/paper_scale.py"), "--out", str(out), "--scale", "0.00005",
+                    "--only", "stage1"], check=True, capture_output=True)
+    cfg = load_config(PrepareConfig, "prepare", str(out / "prepare.toml"), []).stage1
+    quiet: list[str] = []
+    table, _ = prepare_stage1(cfg, 3, None, echo=quiet.append)
+    assert quiet == []
+    monkeypatch.setattr(stage1_stream, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(stage1_stream, "BATCH_ROWS", 500)
+    lines: list[str] = []
+    again, _ = prepare_stage1(cfg, 3, None, echo=lines.append)
+    assert again.equals(table)
+    assert any("stage 1: filtering" in line and "europarl" in line for line in lines)
+    assert any("drafting among" in line for line in lines) and any("reading their texts" in line for line in lines)
+    assert any("texts of the chosen pairs" in line for line in lines)
