@@ -154,12 +154,19 @@ class Pool:
 
     def add(self, source: int, rows: np.ndarray, keys: np.ndarray) -> None:
         self.source.append(np.full(len(rows), source, dtype=np.int32))
-        self.row.append(rows.astype(np.int64))
+        self.row.append(rows.astype(np.int32))  # a row within one source (< 2**31)
         self.key.append(keys)
 
     def done(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        cat = lambda parts, dt: np.concatenate(parts) if parts else np.empty(0, dt)  # noqa: E731
-        return cat(self.source, np.int32), cat(self.row, np.int64), cat(self.key, np.uint64)
+        """The candidates as three arrays; the pool lets go of its pieces (at the paper's scale the
+        pools hold ~120M candidates, ~2 GB: never twice)."""
+        out = []
+        for name, dtype in (("source", np.int32), ("row", np.int32), ("key", np.uint64)):
+            parts = getattr(self, name)
+            setattr(self, name, [])
+            out.append(np.concatenate(parts) if parts else np.empty(0, dtype))
+            del parts
+        return out[0], out[1], out[2]
 
 
 def _collect(cfg: Stage1DataConfig, sources: list[Source], picks: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -248,7 +255,7 @@ def prepare_stage1_streamed(cfg: Stage1DataConfig, seed: int, sample_dir: str | 
             progress(lambda: f"stage 1: filtering {sources[s].label} ({lang}{', English side' if english_only else ''}): "
                              f"row {start:,}; {seen:,} rows read in all")
 
-    located = {lang: pools[lang].done() for lang in cfg.languages}
+    located = {lang: pools.pop(lang).done() for lang in cfg.languages}
     progress.last = progress.start  # said whenever the phase has taken long: the draft and the second pass follow
     progress(lambda: f"stage 1: {seen:,} rows read and filtered; drafting among "
                      f"{sum(len(v[2]) for v in located.values()):,} candidates")
@@ -262,7 +269,7 @@ def prepare_stage1_streamed(cfg: Stage1DataConfig, seed: int, sample_dir: str | 
         counts[lang]["kept"] = len(chosen[lang])
         idx = np.sort(np.array(chosen[lang], dtype=np.int64))  # source order within a language; shuffled below
         picks[lang] = (located[lang][0][idx], located[lang][1][idx])
-    del located, pools
+    del located
     progress.last = progress.start
     progress(lambda: f"stage 1: drafted {sum(len(p[0]) for p in picks.values()):,} pairs; reading their texts")
     texts = _collect(cfg, sources, {lang: p for lang, p in picks.items() if len(p[0])}, {"en"}, progress)
