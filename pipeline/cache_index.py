@@ -93,9 +93,12 @@ class IdIndex:
         high, low, where = np.empty(n, np.uint64), np.empty(n, np.uint64), np.empty(n, np.int64)
         at = 0
         for seg in segments:
-            # read for this and dropped: only the keys are kept (the ids as Arrow take 36 bytes a row, 234 MB
-            # at 6.5M, which `seg.ids` would hold for the whole run)
-            high[at:at + seg.rows], low[at:at + seg.rows] = id_keys(seg.columns(["text_id"]).column("text_id"))
+            row = 0
+            for ids in seg.id_blocks(BLOCK):  # read a block at a time, only the keys kept
+                high[at + row:at + row + len(ids)], low[at + row:at + row + len(ids)] = _id_keys(ids, row)
+                row += len(ids)
+            if row != seg.rows:
+                raise MimoError(f"segment {seg.name}: its plan holds {row} text ids, its footer says {seg.rows} rows")
             where[at:at + seg.rows] = seg.first_shard * rows_per_shard + np.arange(seg.rows, dtype=np.int64)
             at += seg.rows
         # sorted by the high word alone (7x faster than a lexsort of both words at 6.5M keys), then the rare
@@ -255,6 +258,7 @@ class RowBuffers:
         self.slots = slots if gil else 0
         self._arrays: list[np.ndarray] = []
         self._lock = threading.Lock()
+        self.allocated = 0
 
     def take(self, n: int) -> np.ndarray:
         """An uninitialized C-contiguous (n, dim) array that nothing else references."""
@@ -263,11 +267,15 @@ class RowBuffers:
                 # 2 references: the list's and getrefcount's argument; any more is a view or tensor still alive
                 if sys.getrefcount(self._arrays[k]) == 2:
                     if len(self._arrays[k]) < n:  # free but too small: replaced by one of this size
-                        self._arrays[k] = np.empty((n, self.dim), self.dtype)
+                        self._arrays[k] = self._new(n)
                     return self._arrays[k][:n]
             if len(self._arrays) < self.slots:
-                self._arrays.append(np.empty((n, self.dim), self.dtype))
+                self._arrays.append(self._new(n))
                 return self._arrays[-1][:n]
+            return self._new(n)
+
+    def _new(self, n: int) -> np.ndarray:
+        self.allocated += 1  # arrays allocated so far (kept or not): what reuse saved is visible
         return np.empty((n, self.dim), self.dtype)
 
 
