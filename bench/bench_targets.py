@@ -139,17 +139,47 @@ def worker(url: str, seconds: float, batch: int, seed: int) -> None:
     n, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         n += len(targets.fetch_stored(where[rng.integers(0, len(where), batch)]))
-    print(json.dumps({"rows_per_s": n / (time.perf_counter() - start), "rows_per_cpu_s": n / (time.process_time() - cpu),
-                      **memory()}))
+    wall, used = time.perf_counter() - start, time.process_time() - cpu
+    print(json.dumps({"rows_per_s": n / wall, "rows_per_cpu_s": n / used, **memory()}))
 
 
-def index_only(n: int) -> None:
-    """The id index alone at n synthetic ids: build and one lookup of all of them (fresh process), with
-    the peak RSS of each phase (VmHWM reset between phases through /proc/self/clear_refs)."""
+def synthetic_ids(n: int, salt: bytes = b"ids"):
+    """n random 32-char hex ids as one Arrow string column, built from buffers (Python strings would
+    leave freed memory behind that counts in the RSS figures)."""
+    import pyarrow as pa
+
+    digest = np.frombuffer(hashlib.shake_128(salt).digest(16 * n), dtype=np.uint8).reshape(n, 16)
+    chars = np.empty((n, 32), np.uint8)
+    hexchars = np.frombuffer(b"0123456789abcdef", np.uint8)
+    chars[:, 0::2], chars[:, 1::2] = hexchars[digest >> 4], hexchars[digest & 15]
+    offsets = np.arange(0, 32 * n + 1, 32, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(chars.reshape(-1))])
+
+
+def write_id_plan(url: str, n: int) -> None:
+    """A store holding one segment plan of n synthetic ids and no vectors: what the id index reads."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.store import PLAN_SCHEMA, VectorStore
+
+    store = VectorStore(url, fingerprint={"model": "synthetic"}, dim=8, dtype="bfloat16", rows_per_shard=4096,
+                        rows_per_chunk=64, create=True)
+    ids = synthetic_ids(n)
+    plan = pa.table({"text_id": ids, "role": pa.array(["document"] * n),
+                     "max_length": pa.array(np.full(n, 256, np.int32)), "text": pa.array([""] * n)}, schema=PLAN_SCHEMA)
+    with open(store._path("seg-00000.plan.parquet"), "wb") as fh:
+        pq.write_table(plan, fh, compression="zstd", row_group_size=store.plan_row_group())
+
+
+def index_only(url: str, n: int) -> None:
+    """The id index alone (fresh process): built from a store's plan of n ids on disk, then one lookup
+    of all of them as a stage's table column holds them (shuffled), with the peak RSS of each phase
+    (VmHWM reset between phases through /proc/self/clear_refs)."""
     import pyarrow as pa
 
     from pipeline.cache_index import IdIndex
-    from pipeline.store import Segment
+    from pipeline.store import VectorStore
 
     def phase_peak() -> float:
         peak = memory()["peak"]
@@ -157,27 +187,20 @@ def index_only(n: int) -> None:
         return peak
 
     imported = memory()["rss"]
-    # n random 32-char hex ids as one Arrow string column, built from buffers (no Python strings: they would
-    # leave freed memory behind that counts in the RSS below)
-    digest = np.frombuffer(hashlib.shake_128(b"ids").digest(16 * n), dtype=np.uint8).reshape(n, 16)
-    chars = np.empty((n, 32), np.uint8)
-    hexchars = np.frombuffer(b"0123456789abcdef", np.uint8)
-    chars[:, 0::2], chars[:, 1::2] = hexchars[digest >> 4], hexchars[digest & 15]
-    del digest
-    offsets = np.arange(0, 32 * n + 1, 32, dtype=np.int32)
-    ids = pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(chars)])
-    shuffled = ids.take(pa.array(np.random.default_rng(0).permutation(n)))  # what a stage's table column holds
+    ids = synthetic_ids(n)
+    column = ids.take(pa.array(np.random.default_rng(0).permutation(n)))  # what a stage's table column holds
+    del ids
     before = memory()["rss"]
     phase_peak()
     start, cpu = time.perf_counter(), time.process_time()
-    index = IdIndex([Segment(0, 0, pa.table({"text_id": ids}))], 4096)
+    store = VectorStore(url)
+    index = IdIndex(store.segments(), store.rows_per_shard)
     built, built_cpu = time.perf_counter() - start, time.process_time() - cpu
-    del ids, chars, offsets  # a store's plan ids are read for the build and dropped (IdIndex)
     build_peak = phase_peak()
     start, cpu = time.perf_counter(), time.process_time()
-    where, found = index.lookup(shuffled)
+    where, found = index.lookup(column)
     looked, looked_cpu = time.perf_counter() - start, time.process_time() - cpu
-    assert found.all()
+    assert found.all() and len(index) == n
     print(json.dumps({"ids": n, "build_s": built, "build_cpu_s": built_cpu, "lookup_s": looked,
                       "lookup_cpu_s": looked_cpu, "rss_imports": imported, "rss_before": before,
                       "build_peak": build_peak, "lookup_peak": phase_peak(), **memory()}))
@@ -194,16 +217,17 @@ def main() -> None:
     ap.add_argument("--old-batches", type=int, default=10, help="random batches per size for the old reader")
     ap.add_argument("--cold-batches", type=int, default=50)
     ap.add_argument("--memory-rows", type=int, default=131072)
-    ap.add_argument("--procs", type=int, nargs="+", default=[2, 8], help="processes at once (one run per count)")
+    ap.add_argument("--procs", type=int, nargs="*", default=[2, 8], help="processes at once (one run per count)")
     ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--resolve-ids", type=int, default=6_500_000)
+    ap.add_argument("--resolve-ids", type=int, default=6_500_000, help="ids of the id index alone (0: skip)")
     ap.add_argument("--worker", nargs=3, metavar=("URL", "SECONDS", "SEED"), help=argparse.SUPPRESS)
-    ap.add_argument("--index-only", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 2048], help="batch sizes (warm)")
+    ap.add_argument("--index-only", nargs=2, metavar=("URL", "IDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker[0], float(args.worker[1]), 128, int(args.worker[2]))
     if args.index_only:
-        return index_only(args.index_only)
+        return index_only(args.index_only[0], int(args.index_only[1]))
 
     import pyarrow as pa
     import torch
@@ -237,14 +261,20 @@ def main() -> None:
     mem = memory()
     print(f"open: {opened:.2f} s; resolve {len(where):,} ids: {resolved:.2f} s; RSS {mem['rss']:.0f} MiB "
           f"(private {mem['private']:.0f}, shared {mem['shared']:.0f}: mapped targets; peak {mem['peak']:.0f})")
-    out = subprocess.run([sys.executable, __file__, "--index-only", str(args.resolve_ids)], capture_output=True,
-                         text=True, check=True)
-    idx = json.loads(out.stdout)
-    print(f"id index alone at {idx['ids']:,} ids (fresh process): build {idx['build_s']:.2f} s "
-          f"({idx['build_cpu_s']:.2f} CPU s), lookup of all {idx['lookup_s']:.2f} s ({idx['lookup_cpu_s']:.2f} CPU s); "
-          f"RSS {idx['rss_imports']:.0f} MiB after imports, {idx['rss_before']:.0f} with the ids as Arrow (the "
-          f"plans' and a stage's column), peak {idx['build_peak']:.0f} in the build, {idx['lookup_peak']:.0f} in "
-          f"the lookup, {idx['rss']:.0f} after")
+    if args.resolve_ids:
+        plan_url = str(Path(args.dir) / f"ids-{args.resolve_ids}.zarr")
+        if not VectorStore.exists(plan_url):
+            code = (f"import sys; sys.path[:0] = [{str(REPO)!r}]; from bench.bench_targets import write_id_plan; "
+                    f"write_id_plan({plan_url!r}, {args.resolve_ids})")
+            subprocess.run([sys.executable, "-c", code], check=True)  # in its own process: not in the figures
+        out = subprocess.run([sys.executable, __file__, "--index-only", plan_url, str(args.resolve_ids)],
+                             capture_output=True, text=True, check=True)
+        idx = json.loads(out.stdout)
+        print(f"id index alone at {idx['ids']:,} ids (fresh process, plan on disk): build {idx['build_s']:.2f} s "
+              f"({idx['build_cpu_s']:.2f} CPU s), lookup of all {idx['lookup_s']:.2f} s "
+              f"({idx['lookup_cpu_s']:.2f} CPU s); RSS {idx['rss_imports']:.0f} MiB after imports, "
+              f"{idx['rss_before']:.0f} with the ids to resolve (a stage's column, Arrow), peak "
+              f"{idx['build_peak']:.0f} in the build, {idx['lookup_peak']:.0f} in the lookup, {idx['rss']:.0f} after")
 
     rows = targets.index.where
     in_memory = targets.maps.gather(np.arange(min(args.memory_rows, len(rows))))  # the first rows, in RAM
@@ -268,7 +298,8 @@ def main() -> None:
                     setattr(targets, k, v)
         return call
 
-    fresh = {"_stored_out": RowBuffers(np.uint16, args.dim, slots=0), "_float_out": RowBuffers(np.float32, args.dim, slots=0)}
+    fresh = {"_stored_out": RowBuffers(np.uint16, args.dim, slots=0),  # a new array every batch
+             "_float_out": RowBuffers(np.float32, args.dim, slots=0)}
     contenders = {
         "mapped bf16": (targets.fetch_stored, False),  # what the stages call
         "mapped bf16, fresh arrays": (swapped("fetch_stored", **fresh), False),
@@ -285,44 +316,52 @@ def main() -> None:
     print(f"warm-up: sequential read of every shard file {time.perf_counter() - start:.1f} s; "
           f"load average {os.getloadavg()[0]:.2f}")
     results = {}
-    for batch in (128, 2048):
-        picks = [rows[rng.integers(0, len(rows), batch)] for _ in range(args.batches)]
-        small = [rng.integers(0, len(in_memory), batch) for _ in range(args.batches)]
+    for batch in args.sizes:
+        n = max(args.batches, args.batches * 1024 // batch)  # small batches: more of them, groups of similar length
+        picks = [rows[rng.integers(0, len(rows), batch)] for _ in range(n)]
+        small = [rng.integers(0, len(in_memory), batch) for _ in range(n)]
         a = targets.fetch_stored(picks[0]).view(torch.int16).numpy().view(np.uint16)  # correctness, in passing
         assert np.array_equal(from_storage(a, "bfloat16"), old_reader(picks[0]).numpy())
         del a
-        groups = {name: [] for name in contenders}
-        for g in range(4):  # contenders interleaved, group by group: a swing of the load hits all of them
-            for name, (fn, peer) in contenders.items():
-                groups[name].append(rate(fn, (small if peer else picks)[g::4]))
+        names = list(contenders)
+        groups = {name: [] for name in names}
+        for g in range(-1, 4):  # interleaved, group by group, each group in another order; group -1 warms up
+            for name in names[g % len(names):] + names[:g % len(names)]:
+                fn, peer = contenders[name]
+                measured = rate(fn, (small if peer else picks)[max(g, 0)::4])
+                if g >= 0:
+                    groups[name].append(measured)
         for name, measured in groups.items():
             results[(name, batch)] = tuple(statistics.median(m[k] for m in measured) for k in (0, 1))
-        results[("old reader", batch)] = rate(old_reader, picks[: args.old_batches])
+        if args.old_batches:
+            results[("old reader", batch)] = rate(old_reader, picks[: args.old_batches])
     targets.maps.close()  # mapped pages stay in the page cache whatever fadvise says: unmap first
     lazy.maps.close()
-    for batch in (128, 2048):
+    for batch in args.sizes if args.cold_batches else ():
         drop_page_cache(root)
         cold = TeacherTargets(url, prefault=False)
         picks = [rows[rng.integers(0, len(rows), batch)] for _ in range(args.cold_batches)]
         results[("mapped bf16, cold, no prefault", batch)] = rate(cold.fetch_stored, picks)
         cold.maps.close()
-    drop_page_cache(root)
-    start = time.perf_counter()
-    cold = TeacherTargets(url)
-    print(f"cold open with prefault (reads the store once): {time.perf_counter() - start:.1f} s, "
-          f"prefaulted {cold.maps.prefaulted}")
-    cold.maps.close()
+    if args.cold_batches:
+        drop_page_cache(root)
+        start = time.perf_counter()
+        cold = TeacherTargets(url)
+        print(f"cold open with prefault (reads the store once): {time.perf_counter() - start:.1f} s, "
+              f"prefaulted {cold.maps.prefaulted}")
+        cold.maps.close()
     print(f"load average {os.getloadavg()[0]:.2f} after the single-process figures")
     print()
-    print("| reader | batch 128 rows/s | rows per CPU s | batch 2048 rows/s | rows per CPU s |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| reader | " + " | ".join(f"batch {b} rows/s | rows per CPU s" for b in args.sizes) + " |")
+    print("| --- |" + " --- | --- |" * len(args.sizes))
     for name in (*contenders, "old reader", "mapped bf16, cold, no prefault"):
-        (w1, c1), (w2, c2) = results[(name, 128)], results[(name, 2048)]
-        print(f"| {name} | {w1:,.0f} | {c1:,.0f} | {w2:,.0f} | {c2:,.0f} |")
+        if (name, args.sizes[0]) in results:
+            print(f"| {name} | " + " | ".join(f"{results[(name, b)][0]:,.0f} | {results[(name, b)][1]:,.0f}"
+                                              for b in args.sizes) + " |")
     for name, peer in (("mapped bf16", "np.take bf16"), ("mapped fp32", "np.take fp32")):
         print(f"{name} / {peer}: " + ", ".join(
             f"batch {b} {results[(name, b)][0] / results[(peer, b)][0]:.2f} (wall), "
-            f"{results[(name, b)][1] / results[(peer, b)][1]:.2f} (CPU)" for b in (128, 2048)))
+            f"{results[(name, b)][1] / results[(peer, b)][1]:.2f} (CPU)" for b in args.sizes))
     del in_memory
 
     warm_page_cache(root)
