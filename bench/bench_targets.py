@@ -206,75 +206,13 @@ def index_only(url: str, n: int) -> None:
                       "build_peak": build_peak, "lookup_peak": phase_peak(), **memory()}))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--dim", type=int, default=4096)
-    ap.add_argument("--rows-per-shard", type=int, default=4096)
-    ap.add_argument("--rows-per-chunk", type=int, default=64)
-    ap.add_argument("--dir", default=str(REPO / "work/bench_targets"))
-    ap.add_argument("--batches", type=int, default=200, help="random batches per size and contender (warm)")
-    ap.add_argument("--old-batches", type=int, default=10, help="random batches per size for the old reader")
-    ap.add_argument("--cold-batches", type=int, default=50)
-    ap.add_argument("--memory-rows", type=int, default=131072)
-    ap.add_argument("--procs", type=int, nargs="*", default=[2, 8], help="processes at once (one run per count)")
-    ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--resolve-ids", type=int, default=6_500_000, help="ids of the id index alone (0: skip)")
-    ap.add_argument("--worker", nargs=3, metavar=("URL", "SECONDS", "SEED"), help=argparse.SUPPRESS)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 2048], help="batch sizes (warm)")
-    ap.add_argument("--index-only", nargs=2, metavar=("URL", "IDS"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.worker:
-        return worker(args.worker[0], float(args.worker[1]), 128, int(args.worker[2]))
-    if args.index_only:
-        return index_only(args.index_only[0], int(args.index_only[1]))
-
-    import pyarrow as pa
+def single_process(args, url: str, root: Path, targets) -> None:
+    """Warm and cold random batches in this process: the reader, its variants and its peers."""
     import torch
 
     from pipeline.cache_index import RowBuffers
     from pipeline.cache_read import TeacherTargets
-    from pipeline.store import VectorStore, from_storage
-
-    torch.set_num_threads(1)  # one process, one core: the figures are per process
-    root = Path(args.dir) / f"store-{args.rows}x{args.dim}.zarr"
-    url = str(root)
-    command = "nice .venv/bin/python " + " ".join(["bench/bench_targets.py", *sys.argv[1:]])
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
-    print(f"command: {command}")
-    if not VectorStore.exists(url):
-        print(f"store written in {write_store(url, args.rows, args.dim, args.rows_per_shard, args.rows_per_chunk):.0f} s")
-    size = sum(p.stat().st_size for p in root.glob("seg-*/vectors/c/*/0"))
-    print(f"store: {args.rows:,} rows x {args.dim} bf16, {size / 2**30:.2f} GiB of shard files, "
-          f"{args.rows_per_shard} rows a shard, {args.rows_per_chunk} a chunk")
-
-    start = time.perf_counter()
-    targets = TeacherTargets(url)
-    opened = time.perf_counter() - start
-    print(f"page tables prefaulted at open: {targets.maps.prefaulted}")
-    (seg,) = targets.segments
-    ids = seg.plan.column("text_id").take(pa.array(np.random.default_rng(0).permutation(seg.rows)))
-    start = time.perf_counter()
-    where = targets.locate(ids)
-    resolved = time.perf_counter() - start
-    del ids
-    mem = memory()
-    print(f"open: {opened:.2f} s; resolve {len(where):,} ids: {resolved:.2f} s; RSS {mem['rss']:.0f} MiB "
-          f"(private {mem['private']:.0f}, shared {mem['shared']:.0f}: mapped targets; peak {mem['peak']:.0f})")
-    if args.resolve_ids:
-        plan_url = str(Path(args.dir) / f"ids-{args.resolve_ids}.zarr")
-        if not VectorStore.exists(plan_url):
-            code = (f"import sys; sys.path[:0] = [{str(REPO)!r}]; from bench.bench_targets import write_id_plan; "
-                    f"write_id_plan({plan_url!r}, {args.resolve_ids})")
-            subprocess.run([sys.executable, "-c", code], check=True)  # in its own process: not in the figures
-        out = subprocess.run([sys.executable, __file__, "--index-only", plan_url, str(args.resolve_ids)],
-                             capture_output=True, text=True, check=True)
-        idx = json.loads(out.stdout)
-        print(f"id index alone at {idx['ids']:,} ids (fresh process, plan on disk): build {idx['build_s']:.2f} s "
-              f"({idx['build_cpu_s']:.2f} CPU s), lookup of all {idx['lookup_s']:.2f} s "
-              f"({idx['lookup_cpu_s']:.2f} CPU s); RSS {idx['rss_imports']:.0f} MiB after imports, "
-              f"{idx['rss_before']:.0f} with the ids to resolve (a stage's column, Arrow), peak "
-              f"{idx['build_peak']:.0f} in the build, {idx['lookup_peak']:.0f} in the lookup, {idx['rss']:.0f} after")
+    from pipeline.store import from_storage
 
     rows = targets.index.where
     in_memory = targets.maps.gather(np.arange(min(args.memory_rows, len(rows))))  # the first rows, in RAM
@@ -363,6 +301,79 @@ def main() -> None:
             f"batch {b} {results[(name, b)][0] / results[(peer, b)][0]:.2f} (wall), "
             f"{results[(name, b)][1] / results[(peer, b)][1]:.2f} (CPU)" for b in args.sizes))
     del in_memory
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=4096)
+    ap.add_argument("--rows-per-shard", type=int, default=4096)
+    ap.add_argument("--rows-per-chunk", type=int, default=64)
+    ap.add_argument("--dir", default=str(REPO / "work/bench_targets"))
+    ap.add_argument("--batches", type=int, default=200, help="random batches per size and contender (warm)")
+    ap.add_argument("--old-batches", type=int, default=10, help="random batches per size for the old reader")
+    ap.add_argument("--cold-batches", type=int, default=50)
+    ap.add_argument("--memory-rows", type=int, default=131072)
+    ap.add_argument("--procs", type=int, nargs="*", default=[2, 8], help="processes at once (one run per count)")
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--resolve-ids", type=int, default=6_500_000, help="ids of the id index alone (0: skip)")
+    ap.add_argument("--worker", nargs=3, metavar=("URL", "SECONDS", "SEED"), help=argparse.SUPPRESS)
+    ap.add_argument("--sizes", type=int, nargs="*", default=[128, 2048], help="batch sizes (warm; none: skip)")
+    ap.add_argument("--index-only", nargs=2, metavar=("URL", "IDS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args.worker[0], float(args.worker[1]), 128, int(args.worker[2]))
+    if args.index_only:
+        return index_only(args.index_only[0], int(args.index_only[1]))
+
+    import pyarrow as pa
+    import torch
+
+    from pipeline.cache_read import TeacherTargets
+    from pipeline.store import VectorStore
+
+    torch.set_num_threads(1)  # one process, one core: the figures are per process
+    root = Path(args.dir) / f"store-{args.rows}x{args.dim}.zarr"
+    url = str(root)
+    command = "nice .venv/bin/python " + " ".join(["bench/bench_targets.py", *sys.argv[1:]])
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
+    print(f"command: {command}")
+    if not VectorStore.exists(url):
+        print(f"store written in {write_store(url, args.rows, args.dim, args.rows_per_shard, args.rows_per_chunk):.0f} s")
+    size = sum(p.stat().st_size for p in root.glob("seg-*/vectors/c/*/0"))
+    print(f"store: {args.rows:,} rows x {args.dim} bf16, {size / 2**30:.2f} GiB of shard files, "
+          f"{args.rows_per_shard} rows a shard, {args.rows_per_chunk} a chunk")
+
+    start = time.perf_counter()
+    targets = TeacherTargets(url)
+    opened = time.perf_counter() - start
+    print(f"page tables prefaulted at open: {targets.maps.prefaulted}")
+    (seg,) = targets.segments
+    ids = seg.plan.column("text_id").take(pa.array(np.random.default_rng(0).permutation(seg.rows)))
+    start = time.perf_counter()
+    where = targets.locate(ids)
+    resolved = time.perf_counter() - start
+    del ids
+    mem = memory()
+    print(f"open: {opened:.2f} s; resolve {len(where):,} ids: {resolved:.2f} s; RSS {mem['rss']:.0f} MiB "
+          f"(private {mem['private']:.0f}, shared {mem['shared']:.0f}: mapped targets; peak {mem['peak']:.0f})")
+    if args.resolve_ids:
+        plan_url = str(Path(args.dir) / f"ids-{args.resolve_ids}.zarr")
+        if not VectorStore.exists(plan_url):
+            code = (f"import sys; sys.path[:0] = [{str(REPO)!r}]; from bench.bench_targets import write_id_plan; "
+                    f"write_id_plan({plan_url!r}, {args.resolve_ids})")
+            subprocess.run([sys.executable, "-c", code], check=True)  # in its own process: not in the figures
+        out = subprocess.run([sys.executable, __file__, "--index-only", plan_url, str(args.resolve_ids)],
+                             capture_output=True, text=True, check=True)
+        idx = json.loads(out.stdout)
+        print(f"id index alone at {idx['ids']:,} ids (fresh process, plan on disk): build {idx['build_s']:.2f} s "
+              f"({idx['build_cpu_s']:.2f} CPU s), lookup of all {idx['lookup_s']:.2f} s "
+              f"({idx['lookup_cpu_s']:.2f} CPU s); RSS {idx['rss_imports']:.0f} MiB after imports, "
+              f"{idx['rss_before']:.0f} with the ids to resolve (a stage's column, Arrow), peak "
+              f"{idx['build_peak']:.0f} in the build, {idx['lookup_peak']:.0f} in the lookup, {idx['rss']:.0f} after")
+
+    if args.sizes:
+        single_process(args, url, root, targets)
 
     warm_page_cache(root)
     for n_procs in args.procs:

@@ -39,7 +39,7 @@ HEX_DIGIT = np.full(256, 255, dtype=np.uint8)
 HEX_DIGIT[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
 
 
-BLOCK = 1 << 20  # ids converted at a time: bounds id_keys' (n, 32)-byte temporaries to ~100 MB
+BLOCK = 1 << 18  # ids converted (and looked up) at a time: ~35 MB of temporaries; 1 << 20 added ~120 MB to the peak
 
 
 def id_keys(ids) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +123,7 @@ class IdIndex:
 
         BLOCK ids at a time, each block's keys sorted before `np.searchsorted`: a search then starts
         where the previous one ended and walks memory in order (random keys: 24 s for 6.5M ids, sorted
-        ones 1.3 s, bench/RESULTS.md); memory beyond the result stays ~50 MB at any size.
+        ones 1.3 s, bench/RESULTS.md); memory beyond the result stays ~35 MB at any size.
         """
         if not isinstance(ids, (pa.Array, pa.ChunkedArray)):
             ids = pa.array(list(ids), type=pa.string())
