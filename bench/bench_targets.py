@@ -303,6 +303,48 @@ def single_process(args, url: str, root: Path, targets) -> None:
     del in_memory
 
 
+def reuse_ab(args, targets) -> None:
+    """Reused output arrays (RowBuffers) against a fresh array per batch, alternating 6 times: `fetch_stored`
+    and `fetch` called in this thread, and `fetch_stored` from the training loop's prefetch thread (depth 2)
+    with the step's widening (`.float()`, on the CPU here) in this one. Rows per CPU second, all 6 sorted."""
+    from pipeline.cache_index import RowBuffers
+    from trainer.loop import prepared_batches
+
+    rows = targets.index.where
+    reused = (targets._stored_out, targets._float_out)
+    fresh = (RowBuffers(targets._stored_out.dtype, args.dim, slots=0), RowBuffers(np.float32, args.dim, slots=0))
+    for batch in args.reuse_sizes:
+        steps = max(10, 60_000 // batch)
+
+        picks = [rows[r] for r in np.random.default_rng(3).integers(0, len(rows), (steps, batch))]
+
+        def in_thread(fn, picks=picks):
+            def run():
+                for w in picks:
+                    fn(w)  # the batch dropped at once, as a step does
+            return run
+
+        def prefetched(picks=picks):
+            for stored in prepared_batches(targets.fetch_stored, picks.__getitem__, 0, len(picks), 2):
+                stored.float()
+
+        for name, run in (("fetch_stored", in_thread(targets.fetch_stored)), ("fetch", in_thread(targets.fetch)),
+                          ("fetch_stored, prefetch thread", prefetched)):
+            measured = {"reused": [], "fresh": []}
+            for r in range(6):
+                for kind in ("reused", "fresh") if r % 2 else ("fresh", "reused"):
+                    targets._stored_out, targets._float_out = reused if kind == "reused" else fresh
+                    cpu = time.process_time()
+                    run()
+                    measured[kind].append(steps * batch / (time.process_time() - cpu))
+            targets._stored_out, targets._float_out = reused
+            print(f"batch {batch}, {name}: rows per CPU s, reused arrays "
+                  f"{', '.join(f'{x / 1000:.0f}k' for x in sorted(measured['reused']))}; fresh "
+                  f"{', '.join(f'{x / 1000:.0f}k' for x in sorted(measured['fresh']))}; "
+                  f"medians' ratio {statistics.median(measured['reused']) / statistics.median(measured['fresh']):.2f}; "
+                  f"load {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -319,6 +361,8 @@ def main() -> None:
     ap.add_argument("--resolve-ids", type=int, default=6_500_000, help="ids of the id index alone (0: skip)")
     ap.add_argument("--worker", nargs=3, metavar=("URL", "SECONDS", "SEED"), help=argparse.SUPPRESS)
     ap.add_argument("--sizes", type=int, nargs="*", default=[128, 2048], help="batch sizes (warm; none: skip)")
+    ap.add_argument("--reuse-sizes", type=int, nargs="*", default=[2048, 4096],
+                    help="batch sizes of the reused-vs-fresh arrays comparison (none: skip)")
     ap.add_argument("--index-only", nargs=2, metavar=("URL", "IDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -372,6 +416,9 @@ def main() -> None:
               f"{idx['rss_before']:.0f} with the ids to resolve (a stage's column, Arrow), peak "
               f"{idx['build_peak']:.0f} in the build, {idx['lookup_peak']:.0f} in the lookup, {idx['rss']:.0f} after")
 
+    if args.reuse_sizes:
+        warm_page_cache(root)
+        reuse_ab(args, targets)
     if args.sizes:
         single_process(args, url, root, targets)
 

@@ -241,15 +241,18 @@ class ShardMaps:
 class RowBuffers:
     """Output arrays for gathered rows, each reused once nothing outside this class holds it any more.
 
-    A fresh array per batch costs more than the gather into it (16 MiB for 2048 rows of 4096 bf16:
-    the kernel maps and zeroes every page at first touch; 3x the gather's time, bench/RESULTS.md),
-    so batches are written into up to `slots` arrays kept here. An array is handed out again only
-    when its reference count says that nothing made from it is alive: every NumPy view and every
-    tensor of `torch.from_numpy` holds it, so a consumer may keep a batch as long as it likes and it
-    is never overwritten; its slot just stays busy. With every slot busy `take` allocates a fresh
-    array (the old cost, never a wrong row). The count is only exact with a GIL: without one (a
-    free-threaded build) every array is fresh. Thread-safe (the prefetch thread takes, the
-    training thread drops).
+    A fresh array per batch can cost as much as the gather into it: the kernel maps and zeroes its
+    pages at first touch when the allocator hands out new memory, as it does for the 32 MiB of 2048
+    rows widened to fp32 (`fetch` 1.6x faster with reuse at 2048 rows, 2.3x at 4096; stored bf16
+    rows read alike either way in one thread, reuse ahead by 5-30% from the prefetch thread;
+    bench/RESULTS.md). So batches are written into up to `slots` arrays kept here. An array is
+    handed out again only when its reference count says that nothing made from it is alive: every
+    NumPy view and every tensor of `torch.from_numpy` holds it, so a consumer may keep a batch as
+    long as it likes and it is never overwritten; its slot just stays busy. With every slot busy
+    `take` allocates a fresh array (the old cost, never a wrong row). 8 slots: a Stage-2 step
+    fetches 2 batches, and with prefetch 2 up to 4 steps' batches are alive. The count is only
+    exact with a GIL: without one (a free-threaded build) every array is fresh. Thread-safe (the
+    prefetch thread takes, the training thread drops).
     """
 
     def __init__(self, dtype, dim: int, slots: int = 8):
