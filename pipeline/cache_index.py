@@ -243,8 +243,8 @@ class RowBuffers:
 
     A fresh array per batch can cost as much as the gather into it: the kernel maps and zeroes its
     pages at first touch when the allocator hands out new memory, as it does for the 32 MiB of 2048
-    rows widened to fp32 (`fetch` 1.6x faster with reuse at 2048 rows, 2.3x at 4096; stored bf16
-    rows read alike either way in one thread, reuse ahead by 5-30% from the prefetch thread;
+    rows widened to fp32 (`fetch` 1.6x faster with reuse at 2048 rows, 1.8x at 4096; stored bf16
+    rows read alike either way in one thread, reuse ahead by 17-50% from the prefetch thread;
     bench/RESULTS.md). So batches are written into up to `slots` arrays kept here. An array is
     handed out again only when its reference count says that nothing made from it is alive: every
     NumPy view and every tensor of `torch.from_numpy` holds it, so a consumer may keep a batch as
