@@ -2,9 +2,9 @@
 
 Two pieces, both sized for the paper's ~6.5M rows x 4096 dims (53 GB of bf16):
 
-- `IdIndex`: every segment's text ids as one sorted fixed-width byte array (32 ASCII hex chars a
-  row, ~210 MB for 6.5M ids) with each id's location beside it; a whole table column resolves
-  with one `np.searchsorted`, without Python strings or a dict (which took ~1 GB and minutes).
+- `IdIndex`: every segment's text ids as sorted 128-bit keys with each id's location beside them
+  (24 bytes a row, 156 MB for 6.5M ids); a whole table column resolves with sorted
+  `np.searchsorted`, without Python strings or a dict (which took ~1 GB and minutes).
 - `ShardMaps`: each shard file of the `vectors` arrays memory-mapped. The store writes shards
   without a compressor (pipeline/store.py), so a shard file is its inner chunks' raw bytes plus
   an index of (offset, length) per chunk at the end (the Zarr v3 `sharding_indexed` codec); a row
@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import sys
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +39,7 @@ HEX_DIGIT = np.full(256, 255, dtype=np.uint8)
 HEX_DIGIT[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
 
 
-BLOCK = 1 << 20  # ids converted at a time: bounds id_keys' (n, 32)-byte temporaries to ~100 MB
+BLOCK = 1 << 18  # ids converted (and looked up) at a time: ~35 MB of temporaries; 1 << 20 added ~120 MB to the peak
 
 
 def id_keys(ids) -> tuple[np.ndarray, np.ndarray]:
@@ -91,30 +93,59 @@ class IdIndex:
         high, low, where = np.empty(n, np.uint64), np.empty(n, np.uint64), np.empty(n, np.int64)
         at = 0
         for seg in segments:
-            high[at:at + seg.rows], low[at:at + seg.rows] = id_keys(seg.ids)
+            row = 0
+            for ids in seg.id_blocks(BLOCK):  # read a block at a time, only the keys kept
+                high[at + row:at + row + len(ids)], low[at + row:at + row + len(ids)] = _id_keys(ids, row)
+                row += len(ids)
+            if row != seg.rows:
+                raise MimoError(f"segment {seg.name}: its plan holds {row} text ids, its footer says {seg.rows} rows")
             where[at:at + seg.rows] = seg.first_shard * rows_per_shard + np.arange(seg.rows, dtype=np.int64)
             at += seg.rows
-        order = np.lexsort((low, high))
-        self.high, self.low, self.where = high[order], low[order], where[order]
+        # sorted by the high word alone (7x faster than a lexsort of both words at 6.5M keys), then the rare
+        # runs of keys that share it (about one pair in 10^6 ids at the paper's size) by the low word
+        order = np.argsort(high)
+        high = high[order]  # one array at a time: the unsorted one is freed before the next is copied
+        low = low[order]
+        where = where[order]
+        del order
+        same = np.nonzero(high[1:] == high[:-1])[0]
+        if len(same):
+            run = np.unique(np.concatenate([same, same + 1]))  # every position in a run, runs in key order
+            by_low = np.lexsort((low[run], high[run]))  # reorders within runs only: high[run] is sorted
+            low[run], where[run] = low[run][by_low], where[run][by_low]
+        self.high, self.low, self.where = high, low, where
 
     def __len__(self) -> int:
         return len(self.high)
 
     def lookup(self, ids) -> tuple[np.ndarray, np.ndarray]:
-        """(locations, found) for the ids; locations of ids not found are -1."""
-        high, low = id_keys(ids)
+        """(locations, found) for the ids; locations of ids not found are -1.
+
+        BLOCK ids at a time, each block's keys sorted before `np.searchsorted`: a search then starts
+        where the previous one ended and walks memory in order (random keys: 24 s for 6.5M ids, sorted
+        ones 1.3 s, bench/RESULTS.md); memory beyond the result stays ~35 MB at any size.
+        """
+        if not isinstance(ids, (pa.Array, pa.ChunkedArray)):
+            ids = pa.array(list(ids), type=pa.string())
+        where, found = np.full(len(ids), -1, dtype=np.int64), np.zeros(len(ids), dtype=bool)
         n = len(self.high)
-        if not n:
-            return np.full(len(high), -1, dtype=np.int64), np.zeros(len(high), dtype=bool)
-        pos = np.minimum(np.searchsorted(self.high, high), n - 1)
-        found = (self.high[pos] == high) & (self.low[pos] == low)
-        # ids whose high 64 bits several keys share (about one pair in 10^6 ids at the paper's size)
-        for i in np.nonzero((self.high[pos] == high) & ~found)[0]:
-            lo, hi = pos[i], np.searchsorted(self.high, high[i], side="right")
-            k = lo + np.searchsorted(self.low[lo:hi], low[i])
-            if k < hi and self.low[k] == low[i]:
-                pos[i], found[i] = k, True
-        return np.where(found, self.where[pos], -1), found
+        for start in range(0, len(ids), BLOCK):
+            high, low = _id_keys(ids.slice(start, BLOCK), start)
+            if not n:
+                continue
+            order = np.argsort(high)
+            high, low = high[order], low[order]
+            pos = np.minimum(np.searchsorted(self.high, high), n - 1)
+            same_high = self.high[pos] == high
+            hit = same_high & (self.low[pos] == low)
+            for i in np.nonzero(same_high & ~hit)[0]:  # the key is in a run sharing its high word: search by low
+                lo, hi = pos[i], np.searchsorted(self.high, high[i], side="right")
+                k = lo + np.searchsorted(self.low[lo:hi], low[i])
+                if k < hi and self.low[k] == low[i]:
+                    pos[i], hit[i] = k, True
+            where[start + order] = np.where(hit, self.where[pos], -1)
+            found[start + order] = hit
+        return where, found
 
 
 class ShardMaps:
@@ -176,18 +207,23 @@ class ShardMaps:
             except OSError:  # a kernel without MADV_POPULATE_READ: pages fault in on first touch instead
                 pass
 
-    def gather(self, where: np.ndarray) -> np.ndarray:
-        """Stored rows (n, dim) for the locations, in the given order."""
+    def gather(self, where: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Stored rows (n, dim) for the locations, in the given order; into `out` when given (C-contiguous
+        (n, dim) of the stored dtype: a reused array saves the page faults of a fresh one, see RowBuffers)."""
         where = np.asarray(where, dtype=np.int64)
         shard, within = np.divmod(where, self.rows_per_shard)
         chunk, row = np.divmod(within, self.rows_per_chunk)
         base = self.chunk_offset[shard, chunk]
         offset = np.where(base >= 0, base + row * self.row_bytes, -1)
-        out = np.empty((len(where), self.dim), dtype=self.dtype)
+        if out is None:
+            out = np.empty((len(where), self.dim), dtype=self.dtype)
+        elif out.shape != (len(where), self.dim) or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"gather: out must be a C-contiguous {(len(where), self.dim)} {self.dtype} array")
         flat = memoryview(out.view(np.uint8).reshape(-1))
         rb, maps = self.row_bytes, self.maps
         for i, (s, o) in enumerate(zip(shard.tolist(), offset.tolist())):
-            # one memcpy per row out of the mapped file (random rows: no two share a 4 KiB page run)
+            # one memcpy per row out of the mapped file (random rows: no two share a 4 KiB page run); one mapping
+            # of all files with one np.take a batch was tried and gained ~10% (bench/RESULTS.md): not worth ctypes
             if o >= 0:
                 flat[i * rb:(i + 1) * rb] = maps[s][o:o + rb]
             else:
@@ -200,6 +236,50 @@ class ShardMaps:
         for mm in self._mmaps:
             mm.close()
         self.maps, self._mmaps = [], []
+
+
+class RowBuffers:
+    """Output arrays for gathered rows, each reused once nothing outside this class holds it any more.
+
+    A fresh array per batch can cost as much as the gather into it: the kernel maps and zeroes its
+    pages at first touch when the allocator hands out new memory, as it does for the 32 MiB of 2048
+    rows widened to fp32 (`fetch` 1.6x faster with reuse at 2048 rows, 1.8x at 4096; stored bf16
+    rows read alike either way in one thread, reuse ahead by 17-50% from the prefetch thread;
+    bench/RESULTS.md). So batches are written into up to `slots` arrays kept here. An array is
+    handed out again only when its reference count says that nothing made from it is alive: every
+    NumPy view and every tensor of `torch.from_numpy` holds it, so a consumer may keep a batch as
+    long as it likes and it is never overwritten; its slot just stays busy. With every slot busy
+    `take` allocates a fresh array (the old cost, never a wrong row). 8 slots: a Stage-2 step
+    fetches 2 batches, and with prefetch 2 up to 4 steps' batches are alive. The count is only
+    exact with a GIL: without one (a free-threaded build) every array is fresh. Thread-safe (the
+    prefetch thread takes, the training thread drops).
+    """
+
+    def __init__(self, dtype, dim: int, slots: int = 8):
+        self.dtype, self.dim = np.dtype(dtype), dim
+        gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+        self.slots = slots if gil else 0
+        self._arrays: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self.allocated = 0
+
+    def take(self, n: int) -> np.ndarray:
+        """An uninitialized C-contiguous (n, dim) array that nothing else references."""
+        with self._lock:
+            for k in range(len(self._arrays)):
+                # 2 references: the list's and getrefcount's argument; any more is a view or tensor still alive
+                if sys.getrefcount(self._arrays[k]) == 2:
+                    if len(self._arrays[k]) < n:  # free but too small: replaced by one of this size
+                        self._arrays[k] = self._new(n)
+                    return self._arrays[k][:n]
+            if len(self._arrays) < self.slots:
+                self._arrays.append(self._new(n))
+                return self._arrays[-1][:n]
+            return self._new(n)
+
+    def _new(self, n: int) -> np.ndarray:
+        self.allocated += 1  # arrays allocated so far (kept or not): what reuse saved is visible
+        return np.empty((n, self.dim), self.dtype)
 
 
 def _check_layout(store: VectorStore, seg: Segment, rows_per_chunk: int) -> None:
