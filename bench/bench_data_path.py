@@ -15,7 +15,9 @@ every `--checkpoint-every`, prefetch 2 (the default). Every rank reports, from t
 the trainer's own functions:
 
   startup      process start to the first step (imports, table read, id resolution, student, DDP)
-  RSS          at the first step and the peak (VmHWM); private vs shared (the store's pages are shared)
+  RSS          at the first step: anonymous (the rank's own: Python, Arrow, torch) + file-backed (the
+               store's mapped shards, prefaulted at open, and libraries: page cache, shared); the
+               peak of the anonymous part (sampled; VmHWM would count the store's pages)
   per row of the rank's share of a batch, microseconds (wall; CPU of the prefetch thread in brackets):
     select     the step's rows (the seeded epoch order, sliced)       } in the prefetch thread:
     take       the texts from the Arrow table (TextColumn.take)       } overlap the step before
@@ -27,7 +29,7 @@ the trainer's own functions:
     model      forward + backward (+ DDP), clipping, optimizer: the rest of the step
 
 Resume at scale (`--resume`, per stage at the largest rank count): a second run of the same settings
-is killed (SIGKILL to torchrun's process group) a few steps after its checkpoint at `--checkpoint-every`,
+is killed (SIGKILL to torchrun and its workers) a few steps after its checkpoint at `--checkpoint-every`,
 then run again: its logged losses must equal the uninterrupted run's, and the rows of each resumed
 step must be those of the uninterrupted run, i.e. the step's position in the N-row epoch.
 """
@@ -55,15 +57,26 @@ PHASES = ("select", "take", "tokenize", "targets", "wait", "log", "checkpoint", 
 
 
 def memory() -> dict:
-    """This process's RSS now (private / shared) and its peak, MiB."""
-    fields = {}
-    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
-        key, value = line.split(":")
-        fields[key] = int(value.split()[0]) / 1024
-    peak = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
-                if line.startswith("VmHWM:")) / 1024
-    return {"rss": fields["Rss"], "private": fields["Private_Clean"] + fields["Private_Dirty"],
-            "shared": fields["Shared_Clean"] + fields["Shared_Dirty"], "peak": peak}
+    """This process's resident memory now, MiB: anonymous (Python objects, Arrow buffers, torch: what a rank
+    holds of its own) and file-backed (the store's mapped shards, libraries: page cache, shared between ranks)."""
+    fields = {line.split(":")[0]: int(line.split()[1]) / 1024
+              for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("Rss")}
+    return {"anon": fields["RssAnon"], "file": fields["RssFile"] + fields.get("RssShmem", 0.0)}
+
+
+class PeakAnon:
+    """The peak of the anonymous RSS, sampled every 0.2 s in a thread (VmHWM would count the mapped store)."""
+
+    def __init__(self):
+        import threading
+
+        self.peak, self.stop = 0.0, threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop.wait(0.2):
+            self.peak = max(self.peak, memory()["anon"])
 
 
 # --- the worker: one rank of one run ------------------------------------------------------------------
@@ -80,6 +93,7 @@ def worker(spec: dict) -> None:
     from trainer.data import TextColumn
 
     torch.set_num_threads(1)
+    sampler = PeakAnon()
     wall = defaultdict(float)
     cpu = defaultdict(float)
     marks: dict = {"rows": {}}
@@ -181,7 +195,7 @@ def worker(spec: dict) -> None:
             contrastive_group_size=spec["group"], max_length=512, **common), echo=lambda *_: None)
     rank = int(os.environ.get("RANK", 0))
     report = {"rank": rank, "startup": marks["startup"], "memory_startup": marks["memory_startup"],
-              "memory_end": memory(), "loop": marks["loop"], "n_rows": marks["n_rows"], "last_step": result["step"],
+              "memory_end": memory(), "peak_anon": max(sampler.peak, memory()["anon"]), "loop": marks["loop"], "n_rows": marks["n_rows"], "last_step": result["step"],
               "wall": dict(wall), "cpu": dict(cpu), "rows": marks["rows"]}
     Path(spec["out_dir"], f"bench-rank{rank}.json").write_text(json.dumps(report))
 
@@ -224,17 +238,37 @@ def launch(spec: dict, ranks: int) -> subprocess.Popen:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    Path(spec["out_dir"]).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "--master-addr", "127.0.0.1",
            "--master-port", str(port), __file__, "--worker", json.dumps(spec)]
-    log = open(Path(spec["out_dir"]) / "torchrun.log", "w")
+    log = open(spec["out_dir"] + ".log", "a")  # beside the run folder: the trainer refuses a foreign file in it
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (torchrun's workers run in sessions of their own)."""
+    children = defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children[int(fields[1])].append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def wait(proc: subprocess.Popen, spec: dict) -> list[dict]:
     if proc.wait():
-        tail = (Path(spec["out_dir"]) / "torchrun.log").read_text()[-3000:]
+        tail = Path(spec["out_dir"] + ".log").read_text()[-3000:]
         raise SystemExit(f"run {spec['out_dir']} failed (exit {proc.returncode}):\n{tail}")
     return [json.loads(p.read_text()) for p in sorted(Path(spec["out_dir"]).glob("bench-rank*.json"))]
 
@@ -257,7 +291,7 @@ def table_row(stage: int, ranks: int, batch: int, steps: int, r: dict) -> str:
     outside = per["wait"] + per["log"] + per["checkpoint"]
     m0, m1 = r["memory_startup"], r["memory_end"]
     cells = [f"{stage}", f"{ranks}", f"{r['rank']}", f"{batch}", f"{r['startup']:.1f}",
-             f"{m0['rss']:,.0f} ({m0['private']:,.0f} private)", f"{m1['peak']:,.0f}"]
+             f"{m0['anon']:,.0f} + {m0['file']:,.0f}", f"{r['peak_anon']:,.0f}"]
     cells += [f"{per[k]:.1f} ({cpu[k]:.1f})" for k in PHASES[:4]]
     cells += [f"{per[k]:.1f}" for k in PHASES[4:]]
     cells += [f"{1e3 * r['loop'] / steps:.0f}", f"{outside:.1f} ({100 * outside / (1e6 * r['loop'] / rows):.1f}%)"]
@@ -288,7 +322,7 @@ def main() -> None:
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
     print("command: nice .venv/bin/python bench/bench_data_path.py " + " ".join(sys.argv[1:]))
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        root = set_up(args, Path(tmp))
+        root = set_up(args, Path(tmp).resolve())
         lines, checks = [], []
         for stage in args.stages:
             batch = args.stage1_batch if stage == 1 else args.stage2_batch
@@ -310,15 +344,21 @@ def main() -> None:
                 again = {**spec, "out_dir": spec["out_dir"] + "-resumed"}
                 proc = launch(again, ranks)
                 metrics = Path(again["out_dir"], "metrics.jsonl")
-                kill_after = args.checkpoint_every + 3
+                kill_after = min(args.checkpoint_every + 3, args.steps - 1)
                 while proc.poll() is None:
                     if metrics.is_file() and len(metrics.read_text().splitlines()) >= kill_after:
-                        os.killpg(proc.pid, signal.SIGKILL)
+                        kill_tree(proc.pid)
                         break
                     time.sleep(0.2)
                 proc.wait()
                 killed_at = len(metrics.read_text().splitlines())
-                resumed = wait(launch({**again, "steps": args.steps - args.checkpoint_every}, ranks), again)
+                import torch
+
+                saved = torch.load(Path(again["out_dir"], "checkpoint.pt"), weights_only=True)["step"]
+                if saved >= args.steps:
+                    checks.append(f"stage {stage}, {ranks} rank(s): the run ended before it was killed (no resume check)")
+                    continue
+                resumed = wait(launch({**again, "steps": args.steps - saved}, ranks), again)
                 full, after = logged(spec["out_dir"]), logged(again["out_dir"])
                 rows_full, rows_after = reports[0]["rows"], resumed[0]["rows"]
                 first = min(int(s) for s in rows_after)
@@ -332,7 +372,7 @@ def main() -> None:
     print(f"{args.steps} steps a run; per row of a rank's share of the batch, microseconds: wall (the prefetch thread's "
           "CPU in brackets)")
     print()
-    print("| stage | ranks | rank | batch | startup s | RSS at first step MiB | peak RSS MiB | select us | take us | "
+    print("| stage | ranks | rank | batch | startup s | RSS at first step MiB (anon + file) | peak anon RSS MiB | select us | take us | "
           "tokenize us | targets us | wait us | log us | checkpoint us | model us | ms/step | outside the model us |")
     print("| " + " | ".join(["---"] * 17) + " |")
     for line in lines:
