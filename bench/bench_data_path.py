@@ -1,7 +1,7 @@
 """Stage 1 / Stage 2 data path at scale: what a training step costs outside the model, per rank, with a tiny random student.
 
-    nice .venv/bin/python bench/bench_data_path.py --store work/targets/store-1000000x4096.zarr \\
-        --prepared work/ps10/prepared --steps 300 --ranks 1 2
+    nice .venv/bin/python bench/bench_data_path.py --store work/targets/store-100000x4096.zarr \\
+        --prepared work/ps02/prepared --steps 60 --stages 1      # bench/RESULTS.md: both commands
 
 Set-up: the prepared tables (`--prepared`: stage1/pairs.parquet, stage2/mimo.parquet; e.g.
 bench/paper_scale.py + prepare) with their teacher-id columns pointed at the rows of a store written
