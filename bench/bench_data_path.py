@@ -1,4 +1,4 @@
-"""Stage 1 / Stage 2 data path at scale: what a training step costs outside the model, per rank, with a tiny random student.
+"""Stage 1 / Stage 2 data path at scale: a step's cost outside the model, per rank, with a tiny random student.
 
     nice .venv/bin/python bench/bench_data_path.py --store work/targets/store-100000x4096.zarr \\
         --prepared work/ps02/prepared --steps 60 --stages 1      # bench/RESULTS.md: both commands
@@ -195,7 +195,8 @@ def worker(spec: dict) -> None:
             contrastive_group_size=spec["group"], max_length=512, **common), echo=lambda *_: None)
     rank = int(os.environ.get("RANK", 0))
     report = {"rank": rank, "startup": marks["startup"], "memory_startup": marks["memory_startup"],
-              "memory_end": memory(), "peak_anon": max(sampler.peak, memory()["anon"]), "loop": marks["loop"], "n_rows": marks["n_rows"], "last_step": result["step"],
+              "memory_end": memory(), "peak_anon": max(sampler.peak, memory()["anon"]), "loop": marks["loop"],
+              "n_rows": marks["n_rows"], "last_step": result["step"],
               "wall": dict(wall), "cpu": dict(cpu), "rows": marks["rows"]}
     Path(spec["out_dir"], f"bench-rank{rank}.json").write_text(json.dumps(report))
 
