@@ -15,6 +15,7 @@ from typing import ClassVar
 from pipeline import prepared_layout
 from pipeline.config import WORK_FOLDER
 from trainer import distributed
+from trainer.data import TextColumn
 from trainer.loop import train_loop
 from trainer.losses import distill_loss
 from trainer.setup import TrainingConfig, start_training
@@ -39,12 +40,12 @@ def run_stage1(cfg: Stage1Config, echo=print) -> dict:
     run = start_training(cfg, "stage1", prepared_layout.stage1_pairs(cfg.prepared), echo=echo, load_student=lambda t:
                          load_student(cfg.student, t.dim, cfg.pooling, cfg.student_layers, cfg.freeze_embeddings))
     where = run.where["teacher_id"]
-    texts = run.table.column("text").to_pylist()
+    texts = TextColumn(run.table.column("text"))
     targets, device = run.targets, run.device
 
     def prepare(rows):  # no model: runs ahead in the loop's prefetch thread
         rows = distributed.local_rows(rows, run.rank, run.size)
-        return run.tokenize([texts[i] for i in rows]), targets.fetch_stored(where[rows])
+        return run.tokenize(texts.take(rows)), targets.fetch_stored(where[rows])
 
     def step_fn(prepared):
         batch, teacher = prepared

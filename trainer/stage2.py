@@ -30,6 +30,7 @@ from pipeline.config import WORK_FOLDER, changed_settings
 from pipeline.errors import MimoError
 from pipeline.prepared_layout import METHOD_COMPOSITION
 from trainer import distributed
+from trainer.data import TextColumn
 from trainer.gradcache import cached_step
 from trainer.loop import train_loop
 from trainer.losses import DISTILL_REDUCTIONS, LAKDA_FORMS, info_nce, lakda_loss, stage2_loss
@@ -129,8 +130,8 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
     run = start_training(cfg, "stage2", prepared_layout.stage2_table(cfg.prepared, METHODS[cfg.method]),
                          lambda targets: load_initial_student(cfg, targets), echo=echo, resolve=mimo,
                          rows_per_rank_unit=cfg.mini_batch_size, find_unused=not mimo)
-    queries, passages = run.table.column("q_text").to_pylist(), run.table.column("p_text").to_pylist()
-    second = run.table.column("q2_text").to_pylist() if lakda else None
+    queries, passages = TextColumn(run.table.column("q_text")), TextColumn(run.table.column("p_text"))
+    second = TextColumn(run.table.column("q2_text")) if lakda else None
     targets, where, device, rank, size = run.targets, run.where, run.device, run.rank, run.size
     groups = distributed.contrastive_groups(cfg.contrastive_group_size, cfg.batch_size, rank, size)
     loss_fn = method_loss(cfg)
@@ -146,9 +147,9 @@ def run_stage2(cfg: Stage2Config, echo=print) -> dict:
 
     def prepare(rows):  # no model: runs ahead in the loop's prefetch thread
         rows = distributed.local_rows(rows, rank, size)
-        inputs = [tokens([queries[i] for i in rows]), tokens([passages[i] for i in rows])]
+        inputs = [tokens(queries.take(rows)), tokens(passages.take(rows))]
         if lakda:
-            inputs.insert(1, tokens([second[i] for i in rows]))
+            inputs.insert(1, tokens(second.take(rows)))
         fetched = tuple(targets.fetch_stored(where[c][rows]) for c in ("q_teacher_id", "p_teacher_id")) if mimo else ()
         return inputs, fetched
 
