@@ -27,7 +27,28 @@ from pipeline.outputs import write_file_atomically
 CHECKPOINT = "checkpoint.pt"
 
 
-def save_checkpoint(out_dir: Path, step: int, student, optimizer, scheduler, extra: dict | None = None) -> Path:
+def rank_rng_states() -> list[torch.Tensor] | None:
+    """Every rank's CPU (and current CUDA device's) RNG state, gathered: a collective, so every rank
+    calls it at a checkpoint step. None in a single process (rng_cpu / rng_cuda say it all).
+
+    Each rank draws its own dropout masks; restoring rank 0's state on every rank would give the
+    other ranks different masks after a resume than in an uninterrupted run."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return None
+    parts = [torch.get_rng_state()]
+    if torch.cuda.is_available():
+        parts.append(torch.cuda.get_rng_state())
+    mine = torch.cat(parts)  # uint8; the same length on every rank
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    gathered = [torch.empty_like(mine, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, mine.to(device))
+    return [g.cpu() for g in gathered]
+
+
+def save_checkpoint(out_dir: Path, step: int, student, optimizer, scheduler, extra: dict | None = None,
+                    rng_ranks: list[torch.Tensor] | None = None) -> Path:
     state = {
         "step": step,
         "student": student.state_dict(),
@@ -37,6 +58,8 @@ def save_checkpoint(out_dir: Path, step: int, student, optimizer, scheduler, ext
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "extra": extra or {},
     }
+    if rng_ranks is not None:
+        state["rng_ranks"] = rng_ranks  # rank_rng_states(): one state per rank, restored by that rank
     state["blake2b"] = content_digest(state)  # torch's zip reader checks no CRC: a flipped byte would load
     path = out_dir / CHECKPOINT
     write_file_atomically(path, lambda fh: torch.save(state, fh), path.with_suffix(f".tmp-{os.getpid()}"))
@@ -91,7 +114,7 @@ def read_checkpoint(path: Path) -> dict:
     expected = {"step": int, "student": dict, "optimizer": dict, "scheduler": dict, "rng_cpu": torch.Tensor}
     wrong = [k for k, kind in expected.items() if not isinstance(state, dict) or not isinstance(state.get(k), kind)]
     if not wrong:
-        wrong = sorted(set(state) - {*expected, "rng_cuda", "extra", "blake2b"})
+        wrong = sorted(set(state) - {*expected, "rng_cuda", "rng_ranks", "extra", "blake2b"})
     if wrong:
         raise MimoError(f"{path}: not a checkpoint of this tool (missing or wrong {', '.join(wrong)}); "
                         "delete it to start over")
@@ -118,7 +141,26 @@ def load_checkpoint(out_dir: Path, student, optimizer, scheduler) -> int:
                         f"{' '.join(str(err).split())[:300]}); delete it to start over") from None
     if state.get("rng_cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng_cuda"])
+    _restore_rank_rng(path, state.get("rng_ranks"))
     return state["step"]
+
+
+def _restore_rank_rng(path: Path, rng_ranks) -> None:
+    """This rank's own RNG state, when the checkpoint has one per rank and the world size is the same
+    (another world size deals the rows to ranks differently anyway: rank 0's state stays restored)."""
+    import torch.distributed as dist
+
+    if not rng_ranks or not dist.is_initialized() or dist.get_world_size() != len(rng_ranks):
+        return
+    mine = rng_ranks[dist.get_rank()]
+    n_cpu = torch.get_rng_state().numel()
+    try:
+        torch.set_rng_state(mine[:n_cpu].clone())
+        if torch.cuda.is_available() and mine.numel() > n_cpu:
+            torch.cuda.set_rng_state(mine[n_cpu:].clone())
+    except (RuntimeError, TypeError) as err:
+        raise MimoError(f"{path}: cannot restore rank {dist.get_rank()}'s random state ({type(err).__name__}); "
+                        "delete it to start over") from None
 
 
 def export_sentence_transformer(student, tokenizer, out: Path, max_seq_length: int) -> Path:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pipeline.config import config_to_dict
-from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.checkpoint import load_checkpoint, rank_rng_states, save_checkpoint
 from trainer.tracking import open_tracker
 
 
@@ -125,8 +125,10 @@ def train_loop(cfg, name: str, n_rows: int, student, step_fn: Callable, echo=pri
             # (the whole student and two AdamW moments: 431 MiB and ~2 CPU s for the demo's student, 8 s wall on a
             # shared disk); a crash in the export then resumes from the last periodic checkpoint
             final = step == total and getattr(cfg, "keep_checkpoint", False)
-            if write and ((step % cfg.checkpoint_every == 0 and step < total) or final or stopping):
-                save_checkpoint(out, step, student, optimizer, scheduler)
+            if (step % cfg.checkpoint_every == 0 and step < total) or final or stopping:  # the same on every rank
+                rng_ranks = rank_rng_states()  # a collective: every rank takes part
+                if write:
+                    save_checkpoint(out, step, student, optimizer, scheduler, rng_ranks=rng_ranks)
             if stopping:
                 batches.close()
                 bar.close()
