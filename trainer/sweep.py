@@ -4,7 +4,8 @@ Nothing here loads the teacher: every run reads the same cache. Each lambda gets
 directory (resumable like any Stage-2 run), and the final metrics of all runs are collected in
 `sweep.json` and `sweep.csv` beside them. `reuse` names finished Stage-2 outputs made elsewhere (the
 demo's `mimo stage2` at lambda 0.2): a lambda whose run one of them already is (same settings but
-out_dir, same data, same teacher: trainer/run_dir.py's run identity) is taken from it, not trained again.
+out_dir, same data, same teacher: trainer/run_dir.py's run identity) is taken from it, not trained again;
+so is a finished run of that lambda already in the sweep's own folder.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def run_sweep(cfg: SweepConfig, echo=print) -> list[dict]:
     for lam in cfg.lambdas:
         run_dir = out / f"lambda-{lam:g}"
         run = replace(cfg.stage2, lam=lam, out_dir=str(run_dir))
-        found = finished_run(run, cfg.reuse)
+        # its own folder first: a lambda already trained there (by an earlier sweep, or by `mimo stage2 lam=..
+        # out_dir=<sweep>/lambda-..`, as `make demo` trains the lambdas side by side) is not trained again
+        found = finished_run(run, (run_dir, *cfg.reuse))
         if found:
             run_dir, last = found
             echo(f"sweep: lambda = {lam:g}: {run_dir} is this run, finished (reused, not trained again)")
