@@ -267,11 +267,14 @@ def run_embed(cfg: EvalConfig, select: list[str], echo=print) -> list[str]:
     are those the eval would compute (same cache key, same encoder); returns the models' labels."""
     from pipeline.encoder import release_freed_memory
 
+    def named(m: ModelSpec, name: str) -> bool:  # the report name, the model string, or the same folder
+        return name in (m.label, m.model) or Path(name).resolve() == Path(m.model).resolve()
+
     models = eval_models(cfg)
-    unknown = [s for s in select if not any(s in (m.label, m.model) for m in models)]
+    unknown = [s for s in select if not any(named(m, s) for m in models)]
     if unknown:
         raise MimoError(f"embed: no eval model named {unknown[0]!r} (names: {', '.join(repr(m.label) for m in models)})")
-    chosen = [m for m in models if m.label in select or m.model in select]
+    chosen = [m for m in models if any(named(m, s) for s in select)]
     benchmarks = load_benchmarks(cfg, echo)
     for spec_m in chosen:
         embedder = Embedder(spec_m, cfg.embeddings_dir, cfg.device, cfg.max_batch_tokens, cfg.compute_dtype, echo)

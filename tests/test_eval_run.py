@@ -388,6 +388,7 @@ def test_models_embedded_ahead_one_call_each_give_the_eval_its_figures(training_
     whole = run_eval(config("whole"), echo=lambda *_: None)
     ahead = config("ahead")
     assert run_embed(ahead, ["tiny"], echo=lambda *_: None) == ["tiny"]  # by report name
+    assert run_embed(ahead, [f"{lam0}/"], echo=lambda *_: None) == ["MIMO λ=0"]  # by folder, however spelled
     assert run_embed(ahead, [f"teacher:{training_setup / 'cache.zarr'}", "MIMO λ=0"], echo=lambda *_: None) == [
         "teacher", "MIMO λ=0"]  # by model string, and the sweep's runs
     with pytest.raises(MimoError, match="no eval model named 'LaKDA'"):
