@@ -73,7 +73,7 @@ JOB := OMP_NUM_THREADS=1 MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD
 # them (and trains any other lambda of the config itself)
 DEMO_LAMBDAS ?= 0 1
 DEMO_BASELINES := infonce xlco lakda
-.PHONY: demo-prepare demo-teacher-cache demo-verify demo-stage1 demo-stage2-mimo $(DEMO_BASELINES:%=demo-stage2-%) \
+.PHONY: demo-prepare demo-teacher-cache demo-verify demo-stage1 $(DEMO_BASELINES:%=demo-stage2-%) \
 	$(DEMO_LAMBDAS:%=demo-lambda-%) demo-sweep demo-embed-untrained demo-embed-stage1 demo-embed-mimo \
 	$(DEMO_BASELINES:%=demo-embed-%) demo-embed-lambdas demo-eval
 
@@ -84,30 +84,31 @@ demo-teacher-cache: demo-prepare
 	$(MIMO) teacher-cache --config $(CONFIG)
 demo-verify: demo-teacher-cache
 	$(JOB) cache verify $(WORK)/teacher_cache.zarr
+# Stage 1, then MIMO, in one job: the chain's longest path never waits for a free slot between the two (make hands
+# a freed slot to the job it was waiting to start, not to the longest path). Beside it: the untrained models' eval
+# encodings, about as long. The other jobs wait for it (after `|`), then the sweep's lambdas start first.
 demo-stage1: demo-teacher-cache
 	$(JOB) stage1 --config $(CONFIG)
-demo-stage2-mimo: demo-stage1
 	$(JOB) stage2 --config $(CONFIG)
-$(DEMO_BASELINES:%=demo-stage2-%): demo-teacher-cache
+$(DEMO_BASELINES:%=demo-stage2-%): demo-teacher-cache | demo-stage1
 	$(JOB) stage2 --config $(CONFIG) method=$(@:demo-stage2-%=%) init= out_dir=$(WORK)/stage2-$(@:demo-stage2-%=%)
 $(DEMO_LAMBDAS:%=demo-lambda-%): demo-stage1
 	$(JOB) sweep --config $(CONFIG) only=$(@:demo-lambda-%=%)
-demo-sweep: demo-stage2-mimo $(DEMO_LAMBDAS:%=demo-lambda-%)
+demo-sweep: demo-stage1 $(DEMO_LAMBDAS:%=demo-lambda-%)
 	$(JOB) sweep --config $(CONFIG)
 # the eval's encodings, each as soon as its model exists (`mimo embed`); the eval then reads them back
 demo-embed-untrained: demo-teacher-cache
 	$(JOB) embed --config $(CONFIG) --model "teacher:$(WORK)/teacher_cache.zarr"
 	$(JOB) embed --config $(CONFIG) --model intfloat/multilingual-e5-small
-demo-embed-stage1: demo-stage1
-	$(JOB) embed --config $(CONFIG) --model $(WORK)/stage1
-demo-embed-mimo: demo-stage2-mimo
-	$(JOB) embed --config $(CONFIG) --model $(WORK)/stage2-mimo
+demo-embed-stage1 demo-embed-mimo: demo-stage1
+	$(JOB) embed --config $(CONFIG) --model $(WORK)/$(if $(findstring stage1,$@),stage1,stage2-mimo)
 $(DEMO_BASELINES:%=demo-embed-%): demo-embed-%: demo-stage2-%
 	$(JOB) embed --config $(CONFIG) --model $(WORK)/stage2-$*
 demo-embed-lambdas: demo-sweep
 	$(JOB) embed --config $(CONFIG) sweep_dir=$(WORK)/sweep $(DEMO_LAMBDAS:%=--model $(WORK)/sweep/lambda-%)
-# listed critical path first: make starts ready jobs in this order
-demo-eval: demo-embed-mimo demo-embed-lambdas demo-embed-stage1 demo-embed-untrained $(DEMO_BASELINES:%=demo-embed-%) \
+demo-verify: | demo-stage1
+# the longest path first: make starts ready jobs in this order
+demo-eval: demo-embed-lambdas demo-embed-untrained demo-embed-mimo demo-embed-stage1 $(DEMO_BASELINES:%=demo-embed-%) \
 		demo-verify
 	$(MIMO) eval --config $(CONFIG) sweep_dir=$(WORK)/sweep
 
