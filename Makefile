@@ -56,16 +56,61 @@ eval: install
 	$(MIMO) eval --config $(CONFIG) $(ARGS)
 
 ## demo: the main job on the embedded sample (CPU, offline), ending with the lambda sweep (Figure 2) and the eval;
-## CONFIG=configs/sample-minilm.toml for the first pairing
+## CONFIG=configs/sample-minilm.toml for the first pairing. Its steps run as the jobs below, DEMO_JOBS at a time.
+DEMO_JOBS ?= 2
 demo: install
+	HF_HUB_OFFLINE=1 $(MAKE) --no-print-directory -j$(DEMO_JOBS) demo-eval CONFIG=$(CONFIG) WORK=$(WORK)
+
+# The demo's jobs. Once the teacher cache is written, Stage 1, the three baselines (they start from the plain
+# student), the eval's encoding of the models that need no training, and later each run's own encoding are
+# independent of one another: two at a time keep both cores busy. Each of them runs on one thread: two one-thread
+# jobs side by side beat one two-thread job (no OpenMP barrier waits, bench/RESULTS.md). glibc keeps freed memory
+# (MALLOC_*): Stage 2's large activation buffers were otherwise unmapped and faulted in again at every step (system
+# time, bench/RESULTS.md). A run's weights depend on its thread count (sums split over threads), not on the jobs
+# beside it: the demo's figures are those of the same commands run one after another (DEMO_JOBS=1).
+JOB := OMP_NUM_THREADS=1 MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 $(MIMO)
+# the sweep's lambdas other than [stage2]'s own (0.2: the MIMO run itself), one job each; `mimo sweep` then collects
+# them (and trains any other lambda of the config itself)
+DEMO_LAMBDAS ?= 0 1
+DEMO_BASELINES := infonce xlco lakda
+.PHONY: demo-prepare demo-teacher-cache demo-verify demo-stage1 $(DEMO_BASELINES:%=demo-stage2-%) \
+	$(DEMO_LAMBDAS:%=demo-lambda-%) demo-sweep demo-embed-untrained demo-embed-stage1 demo-embed-mimo \
+	$(DEMO_BASELINES:%=demo-embed-%) demo-embed-lambdas demo-eval
+
+demo-prepare:
 	$(MIMO) prepare --config $(CONFIG)
-	HF_HUB_OFFLINE=1 $(MIMO) teacher-cache --config $(CONFIG)
-	$(MIMO) cache verify $(WORK)/teacher_cache.zarr
-	HF_HUB_OFFLINE=1 $(MIMO) stage1 --config $(CONFIG)
-	HF_HUB_OFFLINE=1 $(MIMO) stage2 --config $(CONFIG)
-	HF_HUB_OFFLINE=1 $(MAKE) --no-print-directory baselines CONFIG=$(CONFIG)
-	HF_HUB_OFFLINE=1 $(MIMO) sweep --config $(CONFIG)
-	HF_HUB_OFFLINE=1 $(MIMO) eval --config $(CONFIG) sweep_dir=$(WORK)/sweep
+# alone: all its threads (the vectors do not depend on the thread count); it also rebuilds .models/ on first use
+demo-teacher-cache: demo-prepare
+	$(MIMO) teacher-cache --config $(CONFIG)
+demo-verify: demo-teacher-cache
+	$(JOB) cache verify $(WORK)/teacher_cache.zarr
+# Stage 1, then MIMO, in one job: the chain's longest path never waits for a free slot between the two (make hands
+# a freed slot to the job it was waiting to start, not to the longest path). Beside it: the untrained models' eval
+# encodings, about as long. The other jobs wait for it (after `|`), then the sweep's lambdas start first.
+demo-stage1: demo-teacher-cache
+	$(JOB) stage1 --config $(CONFIG)
+	$(JOB) stage2 --config $(CONFIG)
+$(DEMO_BASELINES:%=demo-stage2-%): demo-teacher-cache | demo-stage1
+	$(JOB) stage2 --config $(CONFIG) method=$(@:demo-stage2-%=%) init= out_dir=$(WORK)/stage2-$(@:demo-stage2-%=%)
+$(DEMO_LAMBDAS:%=demo-lambda-%): demo-stage1
+	$(JOB) sweep --config $(CONFIG) only=$(@:demo-lambda-%=%)
+demo-sweep: demo-stage1 $(DEMO_LAMBDAS:%=demo-lambda-%)
+	$(JOB) sweep --config $(CONFIG)
+# the eval's encodings, each as soon as its model exists (`mimo embed`); the eval then reads them back
+demo-embed-untrained: demo-teacher-cache
+	$(JOB) embed --config $(CONFIG) --model "teacher:$(WORK)/teacher_cache.zarr"
+	$(JOB) embed --config $(CONFIG) --model intfloat/multilingual-e5-small
+demo-embed-stage1 demo-embed-mimo: demo-stage1
+	$(JOB) embed --config $(CONFIG) --model $(WORK)/$(if $(findstring stage1,$@),stage1,stage2-mimo)
+$(DEMO_BASELINES:%=demo-embed-%): demo-embed-%: demo-stage2-%
+	$(JOB) embed --config $(CONFIG) --model $(WORK)/stage2-$*
+demo-embed-lambdas: demo-sweep
+	$(JOB) embed --config $(CONFIG) sweep_dir=$(WORK)/sweep $(DEMO_LAMBDAS:%=--model $(WORK)/sweep/lambda-%)
+demo-verify: | demo-stage1
+# the longest path first: make starts ready jobs in this order
+demo-eval: demo-embed-lambdas demo-embed-untrained demo-embed-mimo demo-embed-stage1 $(DEMO_BASELINES:%=demo-embed-%) \
+		demo-verify
+	$(MIMO) eval --config $(CONFIG) sweep_dir=$(WORK)/sweep
 
 ## test: the test suite
 test: install

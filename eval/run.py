@@ -232,18 +232,17 @@ def analyze(bench: Benchmark, corpus: np.ndarray) -> dict:
     return out
 
 
-def run_eval(cfg: EvalConfig, echo=print) -> dict:
-    from eval.fairness import language_fairness
-    from eval.report import write_report
-    from pipeline.encoder import release_freed_memory
-    from pipeline.model_card import record_eval
-
+def eval_models(cfg: EvalConfig) -> list[ModelSpec]:
+    """The config's models, then the sweep's runs (sweep_dir)."""
     models = with_sweep(list(cfg.models), cfg.sweep_dir) if cfg.sweep_dir else list(cfg.models)
     if not models:
         raise MimoError("eval: no models to evaluate (set [[eval.models]] or sweep_dir)")
+    return models
+
+
+def load_benchmarks(cfg: EvalConfig, echo=print) -> list[tuple[BenchmarkSpec, Benchmark]]:
     if not cfg.benchmarks:
         raise MimoError("eval: no benchmarks to evaluate")
-    out = Path(cfg.out_dir)
     benchmarks = []
     for spec in cfg.benchmarks:
         bench = load_benchmark(spec)
@@ -252,14 +251,58 @@ def run_eval(cfg: EvalConfig, echo=print) -> dict:
             raise MimoError(f"eval benchmark {bench.name}: analysis (alignment, uniformity, MRC) needs a mixed-language "
                             f"(mlir) corpus of at least two documents")
         benchmarks.append((spec, bench))
+    return benchmarks
+
+
+def embed_texts(embedder: Embedder, bench: Benchmark) -> tuple[np.ndarray, np.ndarray]:
+    """(queries, corpus) embeddings of one model on one benchmark, from the disk cache or encoded into it."""
+    return (embedder.embed(bench.name, "query", bench.query_texts, bench.digest("query")),
+            embedder.embed(bench.name, "document", bench.doc_texts, bench.digest("document")))
+
+
+def run_embed(cfg: EvalConfig, select: list[str], echo=print) -> list[str]:
+    """Encode every benchmark's texts for the models `select` names (a report name or a `model` string)
+    into embeddings_dir, where `mimo eval` then finds them: the demo encodes each model as soon as it is
+    trained, beside the other training runs, and the eval itself only searches and scores. The vectors
+    are those the eval would compute (same cache key, same encoder); returns the models' labels."""
+    from pipeline.encoder import release_freed_memory
+
+    def named(m: ModelSpec, name: str) -> bool:  # the report name, the model string, or the same folder
+        return name in (m.label, m.model) or Path(name).resolve() == Path(m.model).resolve()
+
+    models = eval_models(cfg)
+    unknown = [s for s in select if not any(named(m, s) for m in models)]
+    if unknown:
+        raise MimoError(f"embed: no eval model named {unknown[0]!r} (names: {', '.join(repr(m.label) for m in models)})")
+    chosen = [m for m in models if any(named(m, s) for s in select)]
+    benchmarks = load_benchmarks(cfg, echo)
+    for spec_m in chosen:
+        embedder = Embedder(spec_m, cfg.embeddings_dir, cfg.device, cfg.max_batch_tokens, cfg.compute_dtype, echo)
+        for _, bench in benchmarks:
+            t0 = time.perf_counter()
+            embed_texts(embedder, bench)
+            echo(f"embed: {spec_m.label} on {bench.name}: {time.perf_counter() - t0:.1f} s, in {embedder.dir}")
+        embedder.encoder._model = None
+        release_freed_memory()
+    return [m.label for m in chosen]
+
+
+def run_eval(cfg: EvalConfig, echo=print) -> dict:
+    from eval.fairness import language_fairness
+    from eval.report import write_report
+    from pipeline.encoder import release_freed_memory
+    from pipeline.model_card import record_eval
+
+    models = eval_models(cfg)
+    out = Path(cfg.out_dir)
+    benchmarks = load_benchmarks(cfg, echo)
     embedders = [Embedder(m, cfg.embeddings_dir, cfg.device, cfg.max_batch_tokens, cfg.compute_dtype, echo) for m in models]  # checks every model first
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for spec_m, embedder in zip(models, embedders):
         for spec_b, bench in benchmarks:
             t0 = time.perf_counter()
-            queries = embedder.embed(bench.name, "query", bench.query_texts, bench.digest("query"))
-            corpus = embedder.embed(bench.name, "document", bench.doc_texts, bench.digest("document"))
+            queries, corpus = embed_texts(embedder, bench)
             encode_s = time.perf_counter() - t0
             found = retrieve(bench, queries, corpus, cfg)
             row = {"model": spec_m.label, "benchmark": bench.name, "setting": bench.setting, "lam": spec_m.lam,

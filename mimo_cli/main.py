@@ -280,6 +280,25 @@ def eval_(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] 
 
 @app.command()
 @one_line_errors
+def embed(
+    models: list[str] = typer.Option(..., "--model", "-m", help="An eval model: its report name or its `model` "
+                                     "string (repeat for several)."),
+    config: Optional[str] = CONFIG_OPTION,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+):
+    """Encode the benchmarks for the named eval models into embeddings_dir, where `mimo eval` reads them back.
+
+    `make demo` runs one per model as soon as the model is trained, beside the other training runs; the
+    vectors are the ones the eval itself would compute.
+    """
+    from eval.run import EvalConfig, run_embed
+
+    cfg = load_config(EvalConfig, "eval", config, overrides or [])
+    run_embed(cfg, models, echo=typer.echo)
+
+
+@app.command()
+@one_line_errors
 def push(
     folder: str = typer.Argument(..., help="A training output (e.g. work/paper/stage2-mimo) or its model/ folder."),
     repo_id: str = typer.Argument(..., help="The hub repository, e.g. you/mimo-xlmr-large."),

@@ -52,6 +52,38 @@ def pick_device(requested: str, setting: str = "device") -> torch.device:
     return device
 
 
+# the files a tokenizer is read from (AutoTokenizer also reads config.json's model_type, hashed with them)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
+                   "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
+_TOKENIZERS: dict[str, object] = {}
+
+
+def shared_tokenizer(model_dir):
+    """The folder's tokenizer, one instance per process for folders whose tokenizer files are the same bytes: the
+    eval's students are copies of one tokenizer (e5-small's 250k-piece tokenizer.json costs ~1.5 CPU s a load,
+    once per model before). Encoders only read it (model_max_length is set alike by every one of them)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    folder = Path(model_dir)
+    h = hashlib.blake2b(digest_size=16)
+    for name in TOKENIZER_FILES:
+        if (folder / name).is_file():
+            h.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        h.update(json.dumps([config.get("model_type"), config.get("tokenizer_class")]).encode())
+    except (OSError, ValueError):
+        pass
+    key = h.hexdigest()
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = AutoTokenizer.from_pretrained(model_dir)
+    return _TOKENIZERS[key]
+
+
 class Encoder:
     """Encodes (text, role, max_length) rows into float32 vectors; the model is loaded once.
 
@@ -60,13 +92,13 @@ class Encoder:
     """
 
     def __init__(self, cfg, role: str = "teacher"):
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoConfig
 
         self.cfg, self.role = cfg, role
         model_dir, self.revision = resolve_model_dir(cfg.model, cfg.revision, role)
         try:
             hf_config = AutoConfig.from_pretrained(model_dir)
-            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            self.tokenizer = shared_tokenizer(model_dir)
         except Exception as err:
             raise MimoError(f"{role} model {cfg.model!r}: cannot load its config or tokenizer ({type(err).__name__}: {err})") from None
         have = getattr(hf_config, "num_hidden_layers", None)

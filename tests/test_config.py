@@ -210,3 +210,36 @@ def test_the_cli_makes_openmp_threads_sleep_at_barriers_unless_told_otherwise():
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           check=True).stdout.strip() == "ACTIVE"
+
+
+@pytest.mark.parametrize("name, work", [("sample.toml", "work/sample"), ("sample-minilm.toml", "work/sample-minilm")])
+def test_the_demos_jobs_are_the_chain_each_step_once(name, work):
+    """`make demo` runs the chain as jobs side by side (Makefile): every step once, every eval model encoded
+    by exactly one `mimo embed` job and every sweep lambda but [stage2]'s own trained by one `sweep only=` job,
+    each job on one thread, so the figures do not depend on which jobs ran beside it."""
+    import re
+    import subprocess
+
+    from eval.run import EvalConfig
+    from tests.conftest import REPO
+    from trainer.stage2 import Stage2Config
+    from trainer.sweep import SweepConfig
+
+    config = f"configs/{name}"
+    lines = subprocess.run(["make", "-n", "-j1", "--no-print-directory", "demo-eval", f"CONFIG={config}", f"WORK={work}",
+                            "MIMO=mimo"], cwd=REPO, capture_output=True, text=True, check=True).stdout.splitlines()
+    steps = [re.sub(r"^(\S+=\S+ )*mimo ", "", line) for line in lines]
+    assert all(line.startswith("OMP_NUM_THREADS=1 ") for line, step in zip(lines, steps)
+               if step.startswith(("stage1", "stage2", "sweep", "embed")))
+    assert len(set(steps)) == len(steps)  # each step once
+    assert steps[:2] == [f"prepare --config {config}", f"teacher-cache --config {config}"]
+    assert steps[-1] == f"eval --config {config} sweep_dir={work}/sweep"
+    assert {s for s in steps if s.startswith("stage2")} == {f"stage2 --config {config}", *(
+        f"stage2 --config {config} method={m} init= out_dir={work}/stage2-{m}" for m in ("infonce", "xlco", "lakda"))}
+    stage2_lam = load_config(Stage2Config, "stage2", REPO / config).lam  # the MIMO run: the sweep reuses it
+    sweep = load_config(SweepConfig, "sweep", REPO / config)
+    assert {float(s.split("only=")[1]) for s in steps if "only=" in s} == set(sweep.lambdas) - {stage2_lam}
+    embedded = [m.strip('"') for s in steps if s.startswith("embed") for m in re.findall(r"--model (\S+)", s)]
+    models = load_config(EvalConfig, "eval", REPO / config).models
+    want = [m.model for m in models] + [f"{work}/sweep/lambda-{lam:g}" for lam in sweep.lambdas if lam != stage2_lam]
+    assert sorted(embedded) == sorted(want)

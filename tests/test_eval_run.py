@@ -365,3 +365,38 @@ def test_summaries_average_by_setting_and_analysis_and_fairness_use_groups():
     fair = language_fairness(bench, queries, corpus, top, mrc_k=2, peer_ks=(2,))
     assert fair["mrc_groups"] == 1 and fair["mrc"] == pytest.approx({"en": -100.0, "de": -100.0})
     assert "peer@2" not in fair  # every query has one relevant document: PEER is undefined
+
+
+def test_models_embedded_ahead_one_call_each_give_the_eval_its_figures(training_setup, tmp_path, monkeypatch):
+    """`mimo embed` per model (the demo's jobs beside training) fills the cache the eval reads: the eval
+    then encodes nothing and reports the figures of an eval that encoded everything itself."""
+    from eval.run import run_embed
+    from pipeline.encoder import Encoder
+
+    student = training_setup / "tiny-student"
+    lam0 = fake_training_output(tmp_path / "lambda-0", student)
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.json").write_text(json.dumps([{"lambda": 0.0, "out_dir": str(lam0)}]))
+
+    def config(name):
+        return EvalConfig(out_dir=str(tmp_path / name / "eval"), embeddings_dir=str(tmp_path / name / "emb"),
+                          sweep_dir=str(tmp_path / "sweep"), plots=False,
+                          models=(ModelSpec(name="tiny", model=str(student)),
+                                  ModelSpec(name="teacher", model=f"teacher:{training_setup / 'cache.zarr'}")),
+                          benchmarks=(BenchmarkSpec("sample", languages=("en", "de", "ja"), analysis=True),))
+
+    whole = run_eval(config("whole"), echo=lambda *_: None)
+    ahead = config("ahead")
+    assert run_embed(ahead, ["tiny"], echo=lambda *_: None) == ["tiny"]  # by report name
+    assert run_embed(ahead, [f"{lam0}/"], echo=lambda *_: None) == ["MIMO λ=0"]  # by folder, however spelled
+    assert run_embed(ahead, [f"teacher:{training_setup / 'cache.zarr'}", "MIMO λ=0"], echo=lambda *_: None) == [
+        "teacher", "MIMO λ=0"]  # by model string, and the sweep's runs
+    with pytest.raises(MimoError, match="no eval model named 'LaKDA'"):
+        run_embed(ahead, ["LaKDA"], echo=lambda *_: None)
+    monkeypatch.setattr(Encoder, "encode", lambda *a, **k: pytest.fail("encoded again"))
+    got = run_eval(ahead, echo=lambda *_: None)
+
+    def figures(summary):
+        return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in summary["results"]]
+
+    assert figures(got) == figures(whole) and len(got["results"]) == 3

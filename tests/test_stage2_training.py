@@ -103,6 +103,28 @@ def test_a_sweep_reuses_a_finished_run_of_the_same_settings_and_only_that(traini
     assert (tmp_path / "sweep2/lambda-0.2/model").is_dir()
 
 
+def test_a_lambda_trained_ahead_in_the_sweeps_folder_is_taken_as_the_sweep_would_train_it(training_setup, tmp_path):
+    """`make demo` trains the sweep's lambdas side by side, one `mimo sweep only=<lambda>` job each; the sweep
+    then collects them: the same weights as the sweep training them itself, nothing trained twice."""
+    from safetensors.torch import load_file
+
+    from trainer.sweep import SweepConfig, run_sweep
+
+    quiet = dict(echo=lambda *_: None)
+    stage2 = config(training_setup, tmp_path / "unused", stop_after=0, batch_size=32, mini_batch_size=16)
+    itself = run_sweep(SweepConfig(out_dir=str(tmp_path / "a"), lambdas=(0.0,), stage2=stage2), **quiet)
+    ahead = run_sweep(SweepConfig(out_dir=str(tmp_path / "b"), lambdas=(0.0,), stage2=stage2, only=(0.0,)), **quiet)[0]
+    assert not (tmp_path / "b/sweep.json").exists() and not (tmp_path / "b/config.json").exists()  # a job: no collection
+    mtime = (tmp_path / "b/lambda-0/model/model.safetensors").stat().st_mtime_ns
+    rows = run_sweep(SweepConfig(out_dir=str(tmp_path / "b"), lambdas=(0.0,), stage2=stage2), **quiet)
+    assert rows[0]["out_dir"] == str(tmp_path / "b/lambda-0") and rows[0]["loss"] == ahead["loss"] == itself[0]["loss"]
+    assert (tmp_path / "b/lambda-0/model/model.safetensors").stat().st_mtime_ns == mtime  # not trained again
+    with pytest.raises(MimoError, match="only: .* must be some of lambdas"):
+        SweepConfig(lambdas=(0.0, 1.0), only=(0.5,))
+    a, b = (load_file(tmp_path / f"{d}/lambda-0/model/model.safetensors") for d in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("method, group", [("stage1", 0), ("mimo", 0), ("infonce", 0), ("mimo", 8)])
 def test_two_gloo_processes_equal_one_at_the_same_global_batch(training_setup, tmp_path, method, group):
     """DDP over 2 CPU processes (gloo): the same weights and logged losses as 1 process. Group 0: one

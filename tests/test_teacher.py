@@ -150,3 +150,26 @@ def test_model_that_does_not_load(tmp_path):
     (broken / "config.json").write_text("{not json")
     with pytest.raises(MimoError, match="cannot load its config or tokenizer"):
         TransformersTeacher(TeacherConfig(model=str(broken)))
+
+
+def test_folders_with_the_same_tokenizer_files_share_one_tokenizer(training_setup, tmp_path):
+    """The eval's students are copies of one tokenizer: loaded once per process, not once per model; a folder
+    whose tokenizer files differ gets its own, and encodes as before."""
+    from pipeline.encoder import Encoder, shared_tokenizer
+
+    copies = []
+    for name in ("a", "b"):
+        shutil.copytree(training_setup / "tiny-student", tmp_path / name)
+        copies.append(tmp_path / name)
+    (tmp_path / "b" / "README.md").write_text("another model card: not a tokenizer file")
+    assert shared_tokenizer(copies[0]) is shared_tokenizer(copies[1])
+    first = Encoder(TeacherConfig(model=str(copies[0])), role="eval")
+    assert Encoder(TeacherConfig(model=str(copies[1])), role="eval").tokenizer is first.tokenizer
+    other = tmp_path / "c"
+    shutil.copytree(training_setup / "tiny-student", other)
+    tok = json.loads((other / "tokenizer_config.json").read_text())
+    (other / "tokenizer_config.json").write_text(json.dumps({**tok, "do_lower_case": not tok.get("do_lower_case", True)}))
+    own = Encoder(TeacherConfig(model=str(other)), role="eval")
+    assert own.tokenizer is not first.tokenizer
+    text = ["Boil The EGGS"]
+    assert own.tokenize(text, ["document"], [32])[0] != first.tokenize(text, ["document"], [32])[0]

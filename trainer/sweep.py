@@ -4,7 +4,8 @@ Nothing here loads the teacher: every run reads the same cache. Each lambda gets
 directory (resumable like any Stage-2 run), and the final metrics of all runs are collected in
 `sweep.json` and `sweep.csv` beside them. `reuse` names finished Stage-2 outputs made elsewhere (the
 demo's `mimo stage2` at lambda 0.2): a lambda whose run one of them already is (same settings but
-out_dir, same data, same teacher: trainer/run_dir.py's run identity) is taken from it, not trained again.
+out_dir, same data, same teacher: trainer/run_dir.py's run identity) is taken from it, not trained again;
+so is a finished run of that lambda already in the sweep's own folder.
 """
 
 from __future__ import annotations
@@ -29,10 +30,15 @@ class SweepConfig:
     lambdas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # Figure 2
     stage2: Stage2Config = field(default_factory=Stage2Config)  # a setup file's [stage2], then [sweep.stage2]
     reuse: tuple[str, ...] = ()  # finished Stage-2 output folders that may stand for a lambda's run
+    # train only these of `lambdas` and collect nothing: `make demo` trains its lambdas side by side, one such job
+    # each, then one `mimo sweep` (only unset) takes them from their folders and writes sweep.json
+    only: tuple[float, ...] = ()
 
     def __post_init__(self):
         if not self.lambdas or any(not 0.0 <= lam <= 1.0 for lam in self.lambdas):
             raise MimoError(f"lambdas must be a non-empty list of values in [0, 1], not {list(self.lambdas)}")
+        if any(lam not in self.lambdas for lam in self.only):
+            raise MimoError(f"only: {list(self.only)} must be some of lambdas {list(self.lambdas)}")
         if self.stage2.method != "mimo":
             raise MimoError("a lambda sweep runs method=mimo")
 
@@ -64,12 +70,15 @@ def finished_run(run: Stage2Config, candidates) -> tuple[Path, dict] | None:
 def run_sweep(cfg: SweepConfig, echo=print) -> list[dict]:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(cfg, out, "sweep")
+    if not cfg.only:  # a job of `only` lambdas writes nothing the other jobs also write
+        write_resolved_config(cfg, out, "sweep")
     rows = []
-    for lam in cfg.lambdas:
+    for lam in cfg.only or cfg.lambdas:
         run_dir = out / f"lambda-{lam:g}"
         run = replace(cfg.stage2, lam=lam, out_dir=str(run_dir))
-        found = finished_run(run, cfg.reuse)
+        # its own folder first: a lambda already trained there (by an earlier sweep, or by `mimo stage2 lam=..
+        # out_dir=<sweep>/lambda-..`, as `make demo` trains the lambdas side by side) is not trained again
+        found = finished_run(run, (run_dir, *cfg.reuse))
         if found:
             run_dir, last = found
             echo(f"sweep: lambda = {lam:g}: {run_dir} is this run, finished (reused, not trained again)")
@@ -79,6 +88,8 @@ def run_sweep(cfg: SweepConfig, echo=print) -> list[dict]:
             result = run_stage2(run, echo=echo)
         rows.append({"lambda": lam, "out_dir": str(run_dir), **{k: result.get(k) for k in
                      ("finished", "step", "loss", "xlco", "distill")}})
+    if cfg.only:
+        return rows
     (out / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
     with open(out / "sweep.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
