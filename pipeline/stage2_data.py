@@ -112,7 +112,21 @@ def _read_pairs(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
+def _language_files(cfg: Stage2DataConfig, lang: str) -> tuple[Path, Path]:
+    names = {"language": MMARCO_NAMES[lang], "lang": lang}
+    return _fetch(cfg, cfg.queries_path.format(**names)), _fetch(cfg, cfg.collection_path.format(**names))
+
+
+def _read_texts(path: Path, keep: set[str]) -> dict[str, str]:
+    rows = read_columns(path, ("id", "text"), keep=keep)
+    texts = dict(zip(rows["id"], rows["text"]))
+    _check_texts(texts, path)
+    return texts
+
+
 def _load_files(cfg: Stage2DataConfig) -> ParallelRetrievalData:
+    """The pairs and which of their queries and passages each language has (ids only: at mMARCO's size
+    the texts of every language at once are ~6 GB; `_texts_used` reads those the instances take)."""
     pairs_file = _fetch(cfg, cfg.pairs_path)
     if not pairs_file.is_file():
         raise MimoError(f"{pairs_file}: file not found (stage2.pairs_path)")
@@ -120,17 +134,29 @@ def _load_files(cfg: Stage2DataConfig) -> ParallelRetrievalData:
     qids, pids = {q for q, _ in pairs}, {p for _, p in pairs}
     queries, passages, where = {}, {}, {}
     for lang in cfg.languages:
-        names = {"language": MMARCO_NAMES[lang], "lang": lang}
-        qfile = _fetch(cfg, cfg.queries_path.format(**names))
-        pfile = _fetch(cfg, cfg.collection_path.format(**names))
-        q = read_columns(qfile, ("id", "text"), keep=qids)
-        p = read_columns(pfile, ("id", "text"), keep=pids)
-        queries[lang] = dict(zip(q["id"], q["text"]))
-        passages[lang] = dict(zip(p["id"], p["text"]))
+        qfile, pfile = _language_files(cfg, lang)
+        queries[lang] = dict.fromkeys(_read_texts(qfile, qids))  # checked, then only the ids kept
+        passages[lang] = dict.fromkeys(_read_texts(pfile, pids))
         where[lang] = f"{qfile} / {pfile}"
-        _check_texts(queries[lang], qfile)
-        _check_texts(passages[lang], pfile)
     return ParallelRetrievalData(pairs, queries, passages, where)
+
+
+def _texts_used(cfg: Stage2DataConfig, data: ParallelRetrievalData, pairs, compositions) -> None:
+    """Second pass over the files: each language's texts that an instance takes (English: all of them)."""
+    want_q = {lang: set() for lang in cfg.languages}
+    want_p = {lang: set() for lang in cfg.languages}
+    want_q["en"].update(q for q, _ in pairs)
+    want_p["en"].update(p for _, p in pairs)
+    for langs in compositions.values():
+        for (ql, pl, q2), (q, p) in zip(langs, pairs):
+            want_q[ql].add(q)
+            want_p[pl].add(p)
+            if q2 is not None:
+                want_q[q2].add(q)
+    for lang in cfg.languages:
+        qfile, pfile = _language_files(cfg, lang)
+        data.queries[lang] = _read_texts(qfile, want_q[lang])
+        data.passages[lang] = _read_texts(pfile, want_p[lang])
 
 
 def _check_texts(texts: dict[str, str], path: Path) -> None:
@@ -195,11 +221,14 @@ def prepare_stage2(cfg: Stage2DataConfig, seed: int, sample_dir) -> tuple[dict[s
         order = order[: cfg.max_pairs]
     pairs = [complete[i] for i in order]
     report["pairs_out"] = len(pairs)
+    compositions = compose(len(pairs), cfg.languages, seed)
+    if cfg.source != "sample":
+        _texts_used(cfg, data, pairs, compositions)
 
     q_teacher = [text_id("query", cfg.teacher_max_length, data.queries["en"][q]) for q, _ in pairs]
     p_teacher = [text_id("document", cfg.teacher_max_length, data.passages["en"][p]) for _, p in pairs]
     tables = {}
-    for name, langs in compose(len(pairs), cfg.languages, seed).items():
+    for name, langs in compositions.items():
         tables[name] = pa.table(
             {
                 "instance_id": np.arange(len(pairs), dtype=np.int64),
