@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from pipeline.cache_read import TeacherTargets
 from pipeline.errors import MimoError
+from pipeline.store import take_rows
 
 TARGET_COLUMNS = {"stage1": ("teacher_id",), "stage2": ("q_teacher_id", "p_teacher_id")}
 
@@ -28,26 +29,19 @@ TARGET_COLUMNS = {"stage1": ("teacher_id",), "stage2": ("q_teacher_id", "p_teach
 class TextColumn:
     """A string column of a stage's table, read a batch at a time: `take(rows)` -> the texts of those rows.
 
-    Takes from the column's chunks (row groups) one by one: pyarrow's ChunkedArray.take concatenates every
-    chunk first (a copy of the whole column per batch), combine_chunks would copy it once.
+    Takes from the column's chunks (row groups) one by one (`store.take_rows`): pyarrow's ChunkedArray.take
+    concatenates every chunk first (a copy of the whole column per batch), combine_chunks would copy it once.
     """
 
     def __init__(self, column: pa.ChunkedArray):
-        self.chunks = [c for c in column.chunks if len(c)]
-        self.starts = np.cumsum([0] + [len(c) for c in self.chunks], dtype=np.int64)
+        self.batches = [pa.RecordBatch.from_arrays([c], ["text"]) for c in column.chunks if len(c)]
+        self.starts = np.cumsum([0] + [b.num_rows for b in self.batches], dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self.starts[-1])
 
     def take(self, rows: np.ndarray) -> list[str]:
-        rows = np.asarray(rows, dtype=np.int64)
-        chunk = np.searchsorted(self.starts, rows, side="right") - 1
-        out: list = [None] * len(rows)
-        for k in np.unique(chunk):
-            at = np.flatnonzero(chunk == k)
-            for i, text in zip(at.tolist(), self.chunks[k].take(pa.array(rows[at] - self.starts[k])).to_pylist()):
-                out[i] = text
-        return out
+        return take_rows(self.batches, self.starts, rows).column(0).to_pylist() if len(rows) else []
 
 
 def read_stage_table(path: str | Path, stage: str) -> pa.Table:
