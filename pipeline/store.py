@@ -493,11 +493,16 @@ class VectorStore:
                         break
         return out
 
-    def shards_to_redo(self, segments: list[Segment]) -> list[tuple[int, Segment, int, int]]:
-        """Shards without a valid marker, and done shards whose files are missing or of the wrong size."""
+    def shards_to_redo(self, segments: list[Segment], on_damaged=None) -> list[tuple[int, Segment, int, int]]:
+        """Shards without a valid marker, and done shards whose files are missing or of the wrong size
+        (each of those also told to `on_damaged(shard, why)` when given)."""
         markers = {seg.index: self.markers(seg) for seg in segments}  # each marker read once
+        damaged = self.damaged_shards(segments, markers)
+        if on_damaged is not None:
+            for (shard, _, _, _), why in damaged:
+                on_damaged(shard, why)
         redo = {s[0]: s for s in self.pending_shards(segments, markers)}
-        redo.update({s[0]: s for s, _ in self.damaged_shards(segments, markers)})
+        redo.update({s[0]: s for s, _ in damaged})
         return [redo[k] for k in sorted(redo)]
 
     def shard_checksum_ok(self, seg: Segment, shard: int, start: int, end: int) -> bool:

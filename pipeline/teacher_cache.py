@@ -113,12 +113,8 @@ class Progress:
 def redo_list(store: VectorStore, segments, verify: bool, echo) -> list:
     """Shards to (re)encode: not done, done but with a missing or truncated file (their marker no
     longer counts), and with `verify`, done shards whose bytes differ from their checksum."""
-    markers = {seg.index: store.markers(seg) for seg in segments}  # each marker read once
-    damaged = store.damaged_shards(segments, markers)
-    for (shard, seg, _, _), why in damaged:
-        echo(f"teacher cache: shard {shard} is damaged ({why}): redoing it")
-    redo = {s[0]: s for s in store.pending_shards(segments, markers)}
-    redo.update({s[0]: s for s, _ in damaged})
+    redo = {s[0]: s for s in store.shards_to_redo(
+        segments, lambda shard, why: echo(f"teacher cache: shard {shard} is damaged ({why}): redoing it"))}
     if verify:
         for shard, seg, start, end in store.shards(segments):
             if shard not in redo and not store.shard_checksum_ok(seg, shard, start, end):
