@@ -33,10 +33,11 @@ class TeacherTargets:
     def __init__(self, url: str, verify: bool = False, prefault: bool | None = None):
         self.store = VectorStore(url)
         self.segments = self.store.segments()
-        pending = self.store.pending_shards(self.segments)
+        markers = {seg.index: self.store.markers(seg) for seg in self.segments}  # each marker read once
+        pending = self.store.pending_shards(self.segments, markers)
         if pending:
             raise MimoError(f"{url}: teacher cache incomplete, {len(pending)} shard(s) not done (rerun teacher-cache)")
-        damaged = self.store.damaged_shards(self.segments)
+        damaged = self.store.damaged_shards(self.segments, markers)
         if damaged:
             (shard, *_), why = damaged[0]
             raise MimoError(f"{url}: teacher cache damaged, {len(damaged)} shard(s) with missing or truncated files "
