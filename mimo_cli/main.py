@@ -230,10 +230,12 @@ def stage1(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]]
     loaded). Writes the student as a sentence-transformers folder (out_dir/model), psi beside it,
     metrics.jsonl and the resolved config; run again to resume from the last checkpoint.
     """
+    from trainer import distributed
     from trainer.stage1 import Stage1Config, run_stage1
 
     cfg = load_config(Stage1Config, "stage1", config, overrides or [])
     run_stage1(cfg, echo=typer.echo)
+    distributed.shutdown()
 
 
 @app.command()
@@ -244,10 +246,12 @@ def stage2(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]]
     Global batch by gradient caching over mini-batches; teacher targets from the cache; starts from
     the Stage-1 output named by `init` (student and psi). Run again to resume.
     """
+    from trainer import distributed
     from trainer.stage2 import Stage2Config, run_stage2
 
     cfg = load_config(Stage2Config, "stage2", config, overrides or [])
     run_stage2(cfg, echo=typer.echo)
+    distributed.shutdown()
 
 
 @app.command()
@@ -255,10 +259,12 @@ def stage2(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]]
 def sweep(config: Optional[str] = CONFIG_OPTION, overrides: Optional[list[str]] = OVERRIDES_ARG):
     """Stage 2 (MIMO) once per lambda (default 0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0) from one cache and one
     Stage-1 output; results collected in out_dir/sweep.json and sweep.csv. Nested stage2.* keys set the runs."""
+    from trainer import distributed
     from trainer.sweep import SweepConfig, run_sweep
 
     cfg = load_config(SweepConfig, "sweep", config, overrides or [])
     run_sweep(cfg, echo=typer.echo)
+    distributed.shutdown()
 
 
 @app.command("eval")

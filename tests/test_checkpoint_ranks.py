@@ -8,6 +8,7 @@ import socket
 import torch
 import torch.distributed as dist
 
+from trainer import distributed
 from trainer.checkpoint import load_checkpoint, rank_rng_states, read_checkpoint, save_checkpoint
 
 
@@ -22,22 +23,20 @@ def _rank(rank: int, size: int, port: int, out_dir: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=size)
-    try:
-        torch.manual_seed(100 + rank)  # each rank its own stream, as dropout draws them
-        torch.rand(7)
-        parts = _parts()  # (its initialization draws too)
-        states = rank_rng_states()  # every rank takes part
-        if rank == 0:
-            save_checkpoint(out_dir, 3, *parts, rng_ranks=states)
-        dist.barrier()
-        uninterrupted = torch.rand(5)  # what this rank draws next without a resume
-        torch.manual_seed(999)  # a new process
-        step = load_checkpoint(out_dir, *_parts())
-        resumed = torch.rand(5)
-        torch.save({"step": step, "uninterrupted": uninterrupted, "resumed": resumed},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+    torch.manual_seed(100 + rank)  # each rank its own stream, as dropout draws them
+    torch.rand(7)
+    parts = _parts()  # (its initialization draws too)
+    states = rank_rng_states()  # every rank takes part
+    if rank == 0:
+        save_checkpoint(out_dir, 3, *parts, rng_ranks=states)
+    dist.barrier()
+    uninterrupted = torch.rand(5)  # what this rank draws next without a resume
+    torch.manual_seed(999)  # a new process
+    step = load_checkpoint(out_dir, *_parts())
+    resumed = torch.rand(5)
+    torch.save({"step": step, "uninterrupted": uninterrupted, "resumed": resumed},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+    distributed.shutdown()
 
 
 def test_each_rank_resumes_its_own_random_stream(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,18 @@ def init_if_needed(device: torch.device) -> tuple[int, int]:
     if size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, size
+
+
+def shutdown() -> None:
+    """After a run that succeeded on every rank: wait for the others, then tear the process group down.
+
+    A gloo rank that exits while its group (held by DDP's reducers) is still alive can abort at
+    interpreter exit ("terminate called without an active exception"), after all its work is done.
+    No-op in one process."""
+    if dist.is_initialized():
+        gc.collect()  # DDP reducers hold the group: free them while it is alive
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def local_rows(rows, rank: int, size: int):
