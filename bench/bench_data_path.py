@@ -325,6 +325,8 @@ def main() -> None:
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
     print("command: nice .venv/bin/python bench/bench_data_path.py " + " ".join(sys.argv[1:]))
+    if args.work:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         root = set_up(args, Path(tmp).resolve())
         lines, checks = [], []
