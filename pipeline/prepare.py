@@ -67,7 +67,7 @@ class _Phase:
     def __exit__(self, *exc):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         if exc[0] is None:
-            self.echo(f"{self.name}: {time.perf_counter() - self.start:.1f} s (peak RSS so far {peak:.2f} GB)")
+            self.echo(f"{self.name}: {time.perf_counter() - self.start:.1f} s (peak RSS so far {peak:.2f} GiB)")
 
 
 def run_prepare(cfg: PrepareConfig, echo=print) -> Path:
