@@ -61,3 +61,16 @@ def test_refuses_data_the_cache_lacks(prepared, tmp_path):
         resolve_targets(s2, targets, "stage2")
     with pytest.raises(MimoError, match="not a stage2 table"):
         read_stage_table(prepared / "stage1/pairs.parquet", "stage2")
+
+
+def test_a_run_reads_only_the_columns_it_uses(prepared):
+    """start_training reads the text columns it names and the target ids, nothing else; the same values."""
+    path = prepared / "stage2/lakda.parquet"
+    full = read_stage_table(path, "stage2")
+    some = read_stage_table(path, "stage2", ("q_text", "p_text", "q2_text"))
+    assert sorted(some.column_names) == ["p_teacher_id", "p_text", "q2_text", "q_teacher_id", "q_text"]
+    assert len(full.column_names) > len(some.column_names)
+    for name in some.column_names:
+        assert some.column(name).equals(full.column(name)), name
+    with pytest.raises(MimoError, match=r"mimo\.parquet: not a stage2 table \(missing column\(s\) text\)"):
+        read_stage_table(prepared / "stage2/mimo.parquet", "stage2", ("q_text", "text"))

@@ -44,19 +44,23 @@ class TextColumn:
         return take_rows(self.batches, self.starts, rows).column(0).to_pylist() if len(rows) else []
 
 
-def read_stage_table(path: str | Path, stage: str) -> pa.Table:
+def read_stage_table(path: str | Path, stage: str, texts: tuple[str, ...] | None = None) -> pa.Table:
+    """A stage's prepared table, checked. texts: the text columns the run reads; then only those and the
+    target-id columns are read (a rank holds no column it never uses: at 7M Stage-1 rows the English
+    side alone is ~0.7 GB); None reads every column."""
     path = Path(path)
     if not path.is_file():
         raise MimoError(f"{path}: {stage} table not found (run prepare first)")
     try:
-        table = pq.read_table(path, page_checksum_verification=True)
+        names = pq.read_schema(path).names
+        missing = [c for c in (*TARGET_COLUMNS[stage], *(texts or ())) if c not in names]
+        if missing:
+            raise MimoError(f"{path}: not a {stage} table (missing column(s) {', '.join(missing)})")
+        columns = None if texts is None else [c for c in names if c in (*TARGET_COLUMNS[stage], *texts)]
+        return pq.read_table(path, columns=columns, page_checksum_verification=True)
     except (pa.ArrowException, OSError) as err:
         raise MimoError(f"{path}: not a readable {stage} table ({type(err).__name__}: "
                         f"{' '.join(str(err).split())[:200]}); run prepare again") from None
-    missing = [c for c in TARGET_COLUMNS[stage] if c not in table.column_names]
-    if missing:
-        raise MimoError(f"{path}: not a {stage} table (missing column(s) {', '.join(missing)})")
-    return table
 
 
 def resolve_targets(table: pa.Table, targets: TeacherTargets, stage: str) -> dict[str, np.ndarray]:

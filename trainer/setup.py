@@ -124,18 +124,21 @@ class Training:
         return True
 
 
-def start_training(cfg: TrainingConfig, step_name: str, table_path: Path, load_student: Callable, echo=print,
-                   resolve: bool = True, rows_per_rank_unit: int = 1, find_unused: bool = False) -> Training:
+def start_training(cfg: TrainingConfig, step_name: str, table_path: Path, texts: tuple[str, ...],
+                   load_student: Callable, echo=print, resolve: bool = True, rows_per_rank_unit: int = 1,
+                   find_unused: bool = False) -> Training:
     """Everything before the first step (the module docstring), for `step_name` ("stage1" or "stage2").
 
-    load_student(targets) -> (student, tokenizer), called right after seeding; resolve: the run reads
+    texts: the table's text columns the run reads (the rest are not read; the target ids are let go
+    once resolved); load_student(targets) -> (student, tokenizer), called right after seeding; resolve: the run reads
     teacher targets (refused up front when the cache lacks any); rows_per_rank_unit: each rank's share
     of a batch must be a whole number of these (Stage 2's mini-batches); find_unused: DDP looks for
     parameters a step does not use (psi under the contrastive baselines).
     """
-    table = read_stage_table(table_path, step_name)
+    table = read_stage_table(table_path, step_name, texts)
     targets = TeacherTargets(cfg.cache, verify=cfg.verify_cache)
     where = resolve_targets(table, targets, step_name) if resolve else None  # refuses before the first step
+    table = table.select(list(texts))  # the ids are not needed past here: `where` holds their locations
 
     torch.manual_seed(cfg.seed)
     student, tokenizer = load_student(targets)

@@ -37,8 +37,9 @@ class Stage1Config(TrainingConfig):
 
 
 def run_stage1(cfg: Stage1Config, echo=print) -> dict:
-    run = start_training(cfg, "stage1", prepared_layout.stage1_pairs(cfg.prepared), echo=echo, load_student=lambda t:
-                         load_student(cfg.student, t.dim, cfg.pooling, cfg.student_layers, cfg.freeze_embeddings))
+    run = start_training(cfg, "stage1", prepared_layout.stage1_pairs(cfg.prepared), ("text",), echo=echo,
+                         load_student=lambda t: load_student(cfg.student, t.dim, cfg.pooling, cfg.student_layers,
+                                                             cfg.freeze_embeddings))
     where = run.where["teacher_id"]
     texts = TextColumn(run.table.column("text"))
     targets, device = run.targets, run.device

@@ -128,6 +128,7 @@ def method_loss(cfg: Stage2Config):
 def run_stage2(cfg: Stage2Config, echo=print) -> dict:
     mimo, lakda = cfg.method == "mimo", cfg.method == "lakda"
     run = start_training(cfg, "stage2", prepared_layout.stage2_table(cfg.prepared, METHODS[cfg.method]),
+                         ("q_text", "p_text", "q2_text") if lakda else ("q_text", "p_text"),
                          lambda targets: load_initial_student(cfg, targets), echo=echo, resolve=mimo,
                          rows_per_rank_unit=cfg.mini_batch_size, find_unused=not mimo)
     queries, passages = TextColumn(run.table.column("q_text")), TextColumn(run.table.column("p_text"))
