@@ -314,7 +314,8 @@ def main() -> None:
     from bench import cpu_model
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
-    print("command: nice .venv/bin/python bench/bench_data_path.py " + " ".join(sys.argv[1:]))
+    print("command: " + (f"nice -n {os.nice(0)} " if os.nice(0) else "") + ".venv/bin/python bench/bench_data_path.py "
+          + " ".join(sys.argv[1:]))
     if args.work:
         Path(args.work).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:

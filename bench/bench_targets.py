@@ -379,7 +379,8 @@ def main() -> None:
     torch.set_num_threads(1)  # one process, one core: the figures are per process
     root = Path(args.dir) / f"store-{args.rows}x{args.dim}.zarr"
     url = str(root)
-    command = "nice .venv/bin/python " + " ".join(["bench/bench_targets.py", *sys.argv[1:]])
+    command = (f"nice -n {os.nice(0)} " if os.nice(0) else "") + " ".join([".venv/bin/python bench/bench_targets.py",
+                                                                           *sys.argv[1:]])
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
     print(f"command: {command}")
     if not VectorStore.exists(url):
