@@ -72,5 +72,7 @@ def test_a_run_reads_only_the_columns_it_uses(prepared):
     assert len(full.column_names) > len(some.column_names)
     for name in some.column_names:
         assert some.column(name).equals(full.column(name)), name
+    texts_only = read_stage_table(path, "stage2", ("q_text", "p_text"), ids=False)  # a run without targets
+    assert sorted(texts_only.column_names) == ["p_text", "q_text"]
     with pytest.raises(MimoError, match=r"mimo\.parquet: not a stage2 table \(missing column\(s\) text\)"):
         read_stage_table(prepared / "stage2/mimo.parquet", "stage2", ("q_text", "text"))

@@ -44,10 +44,12 @@ class TextColumn:
         return take_rows(self.batches, self.starts, rows).column(0).to_pylist() if len(rows) else []
 
 
-def read_stage_table(path: str | Path, stage: str, texts: tuple[str, ...] | None = None) -> pa.Table:
-    """A stage's prepared table, checked. texts: the text columns the run reads; then only those and the
-    target-id columns are read (a rank holds no column it never uses: at 7M Stage-1 rows the English
-    side alone is ~0.7 GB); None reads every column."""
+def read_stage_table(path: str | Path, stage: str, texts: tuple[str, ...] | None = None,
+                     ids: bool = True) -> pa.Table:
+    """A stage's prepared table, checked. texts: the text columns the run reads; then only those and,
+    with `ids`, the target-id columns are read (a rank holds no column it never uses: at 7M Stage-1
+    rows the English side alone is ~0.7 GB); None reads every column. The target-id columns must
+    exist either way. Page checksums are verified for the columns read."""
     path = Path(path)
     if not path.is_file():
         raise MimoError(f"{path}: {stage} table not found (run prepare first)")
@@ -56,7 +58,8 @@ def read_stage_table(path: str | Path, stage: str, texts: tuple[str, ...] | None
         missing = [c for c in (*TARGET_COLUMNS[stage], *(texts or ())) if c not in names]
         if missing:
             raise MimoError(f"{path}: not a {stage} table (missing column(s) {', '.join(missing)})")
-        columns = None if texts is None else [c for c in names if c in (*TARGET_COLUMNS[stage], *texts)]
+        wanted = (*texts, *(TARGET_COLUMNS[stage] if ids else ())) if texts is not None else None
+        columns = None if wanted is None else [c for c in names if c in wanted]
         return pq.read_table(path, columns=columns, page_checksum_verification=True)
     except (pa.ArrowException, OSError) as err:
         raise MimoError(f"{path}: not a readable {stage} table ({type(err).__name__}: "

@@ -135,7 +135,7 @@ def start_training(cfg: TrainingConfig, step_name: str, table_path: Path, texts:
     of a batch must be a whole number of these (Stage 2's mini-batches); find_unused: DDP looks for
     parameters a step does not use (psi under the contrastive baselines).
     """
-    table = read_stage_table(table_path, step_name, texts)
+    table = read_stage_table(table_path, step_name, texts, ids=resolve)
     targets = TeacherTargets(cfg.cache, verify=cfg.verify_cache)
     where = resolve_targets(table, targets, step_name) if resolve else None  # refuses before the first step
     table = table.select(list(texts))  # the ids are not needed past here: `where` holds their locations
