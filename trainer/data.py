@@ -58,8 +58,10 @@ def read_stage_table(path: str | Path, stage: str, texts: tuple[str, ...] | None
         missing = [c for c in (*TARGET_COLUMNS[stage], *(texts or ())) if c not in names]
         if missing:
             raise MimoError(f"{path}: not a {stage} table (missing column(s) {', '.join(missing)})")
-        wanted = (*texts, *(TARGET_COLUMNS[stage] if ids else ())) if texts is not None else None
-        columns = None if wanted is None else [c for c in names if c in wanted]
+        columns = None
+        if texts is not None:  # in the file's order
+            wanted = {*texts, *(TARGET_COLUMNS[stage] if ids else ())}
+            columns = [c for c in names if c in wanted]
         return pq.read_table(path, columns=columns, page_checksum_verification=True)
     except (pa.ArrowException, OSError) as err:
         raise MimoError(f"{path}: not a readable {stage} table ({type(err).__name__}: "
