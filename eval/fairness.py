@@ -123,9 +123,13 @@ def peer_at_k(top: np.ndarray, relevant: list[np.ndarray], doc_langs: np.ndarray
 
 
 def language_fairness(bench, queries: np.ndarray, corpus: np.ndarray, top: np.ndarray, mrc_k: int,
-                      peer_ks: tuple[int, ...]) -> dict:
+                      peer_ks: tuple[int, ...], mrc_more_ks: tuple[int, ...] = ()) -> dict:
     """MRC@k (parallel queries) and PEER@k (queries with relevant documents in >= 2 languages) of one
-    MLIR benchmark, as result-row entries; a metric the benchmark does not support is left out."""
+    MLIR benchmark, as result-row entries; a metric the benchmark does not support is left out.
+
+    mrc_k's figures are `mrc` (per query language), `mrc_mean` and `mrc_groups`; each further cut-off
+    of mrc_more_ks (the release logs MRC@5, @10 and @20) adds `mrc@k` (the mean over languages) and
+    `mrc_more["mrc@k"]` (per query language)."""
     out: dict = {}
     qrow = {q: i for i, q in enumerate(bench.query_ids)}
     groups = [{lang: qrow[q] for lang, q in g.items() if q in qrow} for g in bench.query_groups]
@@ -133,6 +137,11 @@ def language_fairness(bench, queries: np.ndarray, corpus: np.ndarray, top: np.nd
         mrc, used = mrc_at_k(queries, corpus, top, groups, mrc_k)
         if mrc:
             out.update(mrc=mrc, mrc_mean=float(np.mean(list(mrc.values()))), mrc_groups=used)
+        for k in sorted(set(mrc_more_ks) - {mrc_k}):
+            mrc, _ = mrc_at_k(queries, corpus, top, groups, k)
+            if mrc:
+                out[f"mrc@{k}"] = float(np.mean(list(mrc.values())))
+                out.setdefault("mrc_more", {})[f"mrc@{k}"] = mrc
     row_of = {d: i for i, d in enumerate(bench.doc_ids)}
     relevant = [np.array([row_of[d] for d, g in bench.qrels.get(q, {}).items() if g > 0 and d in row_of], dtype=np.int64)
                 for q in bench.query_ids]

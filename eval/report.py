@@ -76,19 +76,23 @@ def fairness_table(summary: dict) -> list[str]:
     if not rows:
         return []
     k = summary.get("mrc_k", 10)
+    more = [f"mrc@{m}" for m in summary.get("mrc_more_ks", [])]
     peers = [f"peer@{p}" for p in summary.get("peer_ks", [])]
     langs = sorted({lang for r in rows for lang in r.get("mrc", {})})
-    lines = [f"| data set | model | MRC@{k} | " + "".join(f"PEER@{p[5:]} | " for p in peers)
+    lines = [f"| data set | model | MRC@{k} | " + "".join(f"MRC@{m[4:]} | " for m in more)
+             + "".join(f"PEER@{p[5:]} | " for p in peers)
              + " | ".join(f"MRC {lang}" for lang in langs) + (" |" if langs else ""),
-             "|---|---|---:|" + "---:|" * (len(peers) + len(langs))]
+             "|---|---|---:|" + "---:|" * (len(more) + len(peers) + len(langs))]
     for r in rows:
         mrc = r.get("mrc", {})
         lines.append(f"| {r['benchmark']} | {r['model']} | {_cell(r.get('mrc_mean'), 1)} | "
+                     + "".join(f"{_cell(r.get(m), 1)} | " for m in more)
                      + "".join(f"{_cell(r.get(p), 1, 3)} | " for p in peers)
                      + " | ".join(_cell(mrc.get(lang), 1) for lang in langs) + (" |" if langs else ""))
     return lines + ["", f"MRC@{k}: Spearman correlation of the similarity scores that two translations of a query give "
                         f"the union of their top {k}, averaged over the other languages and the queries, x100 "
-                        "(higher = more consistent). PEER@k: mean Kruskal-Wallis p-value of the relevant documents' "
+                        "(higher = more consistent; per query language in the MRC columns"
+                        + (", the other cut-offs' in results.csv" if more else "") + "). PEER@k: mean Kruskal-Wallis p-value of the relevant documents' "
                         "ranks (past k: k + 1) grouped by document language, over queries with relevant documents in "
                         "two or more languages (higher = fairer). Per query language in results.csv and results.json."]
 
@@ -106,7 +110,7 @@ def write_csv(summary: dict, path: Path) -> None:
                     writer.writerow([r["model"], r["benchmark"], r["setting"], key, lang, f"{value:.6f}"])
             for lang, value in r.get("mrc", {}).items():
                 writer.writerow([r["model"], r["benchmark"], r["setting"], f"mrc@{summary.get('mrc_k', 10)}", lang, f"{value:.6f}"])
-            for measure, values in r.get("peer", {}).items():  # peer@k per query language
+            for measure, values in [*r.get("mrc_more", {}).items(), *r.get("peer", {}).items()]:  # mrc@k, peer@k per language
                 for lang, value in values.items():
                     writer.writerow([r["model"], r["benchmark"], r["setting"], measure, lang, f"{value:.6f}"])
 

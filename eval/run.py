@@ -78,7 +78,8 @@ class EvalConfig:
     hnsw_m: int = 32
     ef_search: int = 128
     depth: int = 100  # documents retrieved per query (recall@100; nDCG@20 and MRC@10 use the top of it)
-    mrc_k: int = 10
+    mrc_k: int = 10  # the headline MRC cut-off (Figure 4: mrc_mean, the radar)
+    mrc_more_ks: tuple[int, ...] = (5, 20)  # further MRC cut-offs reported beside it (the release logs 5, 10 and 20)
     peer_ks: tuple[int, ...] = (20, 100)  # the release's PEER cut-offs (ranks past k count as k + 1)
     device: str = "auto"
     max_batch_tokens: int = 0  # 0: the device's default (as for the teacher cache)
@@ -95,6 +96,9 @@ class EvalConfig:
             raise MimoError(f"depth must be at least 20 (nDCG@20), not {self.depth}")
         if not 1 <= self.mrc_k <= self.depth:
             raise MimoError(f"mrc_k must be between 1 and depth ({self.depth}), not {self.mrc_k}")
+        if any(not 1 <= k <= self.depth for k in self.mrc_more_ks) or len(set(self.mrc_more_ks)) != len(self.mrc_more_ks):
+            raise MimoError(f"mrc_more_ks must be distinct cut-offs between 1 and depth ({self.depth}), "
+                            f"not {list(self.mrc_more_ks)}")
         if any(not 1 <= k <= self.depth for k in self.peer_ks) or len(set(self.peer_ks)) != len(self.peer_ks):
             raise MimoError(f"peer_ks must be distinct cut-offs between 1 and depth ({self.depth}), not {list(self.peer_ks)} "
                             "(PEER needs the ranks up to k: raise depth or lower peer_ks)")
@@ -308,7 +312,8 @@ def run_eval(cfg: EvalConfig, echo=print) -> dict:
             row = {"model": spec_m.label, "benchmark": bench.name, "setting": bench.setting, "lam": spec_m.lam,
                    "encode_s": encode_s, **summarize(bench, found, min(cfg.depth, len(corpus)))}
             if bench.setting == "mlir":  # MRC and PEER, as the release computes them on its MLIR sets
-                row.update(language_fairness(bench, queries, corpus, found["rows"], cfg.mrc_k, cfg.peer_ks))
+                row.update(language_fairness(bench, queries, corpus, found["rows"], cfg.mrc_k, cfg.peer_ks,
+                                              cfg.mrc_more_ks))
             if spec_b.analysis:
                 row.update(analyze(bench, corpus))
             results.append(row)
@@ -321,7 +326,8 @@ def run_eval(cfg: EvalConfig, echo=print) -> dict:
                "benchmarks": [{"name": b.name, "setting": b.setting, "metric": b.metric, "queries": len(b.query_ids),
                                "documents": len(b.doc_ids), "languages": b.languages, "skipped": dict(b.skipped),
                                "source": b.source, "scoring": b.scoring} for _, b in benchmarks],
-               "index": cfg.index, "mrc_k": cfg.mrc_k, "peer_ks": list(cfg.peer_ks), "depth": cfg.depth, "results": results}
+               "index": cfg.index, "mrc_k": cfg.mrc_k,
+               "mrc_more_ks": sorted(set(cfg.mrc_more_ks) - {cfg.mrc_k}), "peer_ks": list(cfg.peer_ks), "depth": cfg.depth, "results": results}
     write_resolved_config(cfg, out, "eval")  # only beside the report it made: a failed rerun leaves both as they were
     paths = write_report(summary, out, plots=cfg.plots)
     for spec_m in models:  # the model cards of this tool's training outputs carry their latest figures

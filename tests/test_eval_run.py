@@ -196,6 +196,7 @@ def test_eval_end_to_end_report_cache_and_lambda_curve(training_setup, tmp_path,
     local = make_local(tmp_path / "mono", ["q1 0 d1 1", "q2 0 d2 1", "q3 0 d3 1"])
     cfg = EvalConfig(
         out_dir=str(tmp_path / "eval"), embeddings_dir=str(tmp_path / "emb"), sweep_dir=str(tmp_path / "sweep"),
+        mrc_more_ks=(5, 10),  # 10 is mrc_k: not computed twice
         models=(
             ModelSpec(name="tiny", model=str(student)),
             ModelSpec(
@@ -228,6 +229,9 @@ def test_eval_end_to_end_report_cache_and_lambda_curve(training_setup, tmp_path,
     assert csv_rows[0] == "model,benchmark,setting,measure,language,value" and len(csv_rows) > 50
     measures = {(row.split(",")[3], row.split(",")[4]) for row in csv_rows if row.startswith("teacher,sample,")}
     assert {("mrc@10", "de"), ("mrc_mean", "all"), ("peer@20", "all"), ("peer@100", "ja")} <= measures
+    assert {("mrc@5", "all"), ("mrc@5", "de")} <= measures and ("mrc@10", "all") not in measures
+    assert summary["mrc_more_ks"] == [5] and "| MRC@10 | MRC@5 | PEER@20 |" in report
+    assert set(sample["mrc_more"]["mrc@5"]) == {"en", "de", "ja"} and -100 <= sample["mrc@5"] <= 100
     assert not any("mrc" in row or "peer" in row for row in csv_rows if ",mono," in row)  # monolingual: none
     # the fake sweep runs hold the same weights: the same embeddings, the same scores
     lam = [r for r in summary["results"] if r["lam"] is not None and r["benchmark"] == "sample"]
@@ -255,6 +259,7 @@ def test_eval_config_refusals(tmp_path):
     with pytest.raises(MimoError, match="index must be one of"):
         EvalConfig(index="lsh")
     for bad, message in (({"mrc_k": 0}, "mrc_k must be between 1 and depth"), ({"mrc_k": 200}, "mrc_k must be"),
+                         ({"mrc_more_ks": (5, 5)}, "mrc_more_ks must be distinct"), ({"mrc_more_ks": (0,)}, "mrc_more_ks must be"),
                          ({"peer_ks": (20, 200)}, "peer_ks must be distinct cut-offs"),
                          ({"peer_ks": (20, 20)}, "peer_ks must be distinct"), ({"nprobe": 0}, "nprobe must be at least 1"), ({"hnsw_m": 0}, "hnsw_m must be at least 2")):
         with pytest.raises(MimoError, match=message):

@@ -155,6 +155,27 @@ def test_release_fairness_on_the_fixture(tmp_path):
     assert out["peer@4"] == pytest.approx(p)
 
 
+def test_release_fairness_more_mrc_cutoffs(tmp_path):
+    """mrc_more_ks: the release logs MRC@5, @10 and @20; each further cut-off is its own figure, mrc_k's stay."""
+    from scipy import stats
+
+    bench = load_benchmark(BenchmarkSpec("mimo-release", path=str(make_release(tmp_path / "f")), scoring="release"))
+    corpus = np.eye(5)
+    queries = np.array([[0.9, 0.8, 0.1, 0.0, 0.2], [0.7, 0.9, 0.0, 0.1, 0.3], [0.0, 0.1, 0.9, 0.2, 0.5],
+                        [0.5, 0.0, 0.1, 0.9, 0.2], [0.1, 0.2, 0.3, 0.4, 0.9]])
+    top = np.argsort(-queries, axis=1)
+    out = language_fairness(bench, queries, corpus, top, mrc_k=2, peer_ks=(2,), mrc_more_ks=(4, 1, 2))
+    assert out["mrc_mean"] == pytest.approx(-90.0)  # mrc_k's figures as without the further cut-offs
+    assert "mrc@2" not in out and set(out["mrc_more"]) == {"mrc@1", "mrc@4"}
+    # k = 4: both groups' unions are all 5 documents. Group 1: en ranks (5, 4, 2, 1, 3), de (4, 5, 1, 2, 3):
+    # d^2 = 4, rho = 1 - 6*4/120 = 0.8. Group 2: en (1, 2, 5, 3, 4), de (4, 1, 2, 5, 3): d^2 = 24, rho = -0.2
+    assert stats.spearmanr(queries[0], queries[1])[0] == pytest.approx(0.8)
+    assert stats.spearmanr(queries[2], queries[3])[0] == pytest.approx(-0.2)
+    assert out["mrc_more"]["mrc@4"] == pytest.approx({"en": 30.0, "de": 30.0}) and out["mrc@4"] == pytest.approx(30.0)
+    # k = 1: unions {d0, d1} and {d2, d3}, each query prefers its own: -1 twice
+    assert out["mrc@1"] == pytest.approx(-100.0)
+
+
 def test_neuclir_release_scoring_by_hand(tmp_path):
     hn = make_hard_negatives(tmp_path / "hn22",
                              corpus={"fas": [("f1", "", "persian")],
@@ -204,5 +225,6 @@ def test_paper_config_evaluates_as_the_release():
     # the built-in defaults are the same benchmarks; the release encodes in float32
     assert [(b.label, b.source, b.path, b.scoring, b.analysis) for b in EvalConfig().benchmarks] == \
         [(b.label, b.source, b.path, b.scoring, b.analysis) for b in cfg.benchmarks]
-    assert (cfg.compute_dtype, cfg.mrc_k, cfg.peer_ks) == ("float32", 10, (20, 100))
+    assert (cfg.compute_dtype, cfg.mrc_k, cfg.mrc_more_ks, cfg.peer_ks) == ("float32", 10, (5, 20), (20, 100))
+    assert EvalConfig().mrc_more_ks == (5, 20)  # the release's evaluate.py: mrc_ks 5, 10, 20
     assert {m.label: m.compute_dtype for m in cfg.models}["Qwen3-Embedding-8B (teacher)"] == "bfloat16"
