@@ -31,6 +31,22 @@ def test_orderings_hold_or_not_with_their_numbers():
     assert trade is True
     text = "\n".join(what_this_shows(summary))
     assert "3 of the 5 orderings" in text and "**does not hold**: MIMO >= XLCO" in text
+    assert not any(c.startswith("MRC") for c in found)  # no MRC in these rows: no claim
+
+
+def test_the_mrc_ordering_of_figure_4():
+    """MIMO above XLCO and LaKDA, both above InfoNCE, on mrc_mean (negative values compare as numbers)."""
+    def claim(mimo, xlco, lakda, infonce):
+        summary = _summary({"MIMO": 0.7, "XLCO": 0.6, "LaKDA": 0.6, "InfoNCE": 0.5})
+        for r in summary["results"]:
+            r["mrc_mean"] = {"MIMO": mimo, "XLCO": xlco, "LaKDA": lakda, "InfoNCE": infonce}[r["model"]]
+        return next((h, e) for c, h, e in orderings(summary) if c == "MRC@10: MIMO above XLCO and LaKDA, both above InfoNCE")
+
+    assert claim(-61.3, -62.8, -62.75, -63.1) == (
+        True, "MIMO -61.3, XLCO -62.8, LaKDA -62.8, InfoNCE -63.1 (MRC@10, higher = more consistent) on sample")
+    assert claim(-62.9, -62.8, -62.75, -63.1)[0] is False  # MIMO below XLCO
+    assert claim(-61.3, -63.2, -62.75, -63.1)[0] is False  # XLCO below InfoNCE
+    assert claim(-61.3, -62.8, -61.2, -63.1)[0] is False  # LaKDA above MIMO
 
 
 def test_nothing_to_say_without_the_models():
