@@ -9,7 +9,7 @@ baselines, the lambda sweep (reusing the MIMO run for lambda 0.2) and the eval, 
 `<out>/seed-<N>/` (training `seed=N`; the eval's embeddings of the untrained student and the teacher are
 shared, they do not depend on the seed). The seeds are the command line's, chosen before any run: never
 pick them after looking at held-out scores. Writes `<out>/quality.md` (and prints it): per model the mean,
-standard deviation and range over the seeds of nDCG@20, alignment, uniformity and mean MRC@10, and for each
+standard deviation and range over the seeds of nDCG@20, alignment, uniformity and mean MRC@10 and @20, and for each
 ordering of eval/findings.py in how many seeds it holds. A step that fails stops the run with its command.
 """
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from eval.findings import orderings  # noqa: E402
 
 MEASURES = (("main", "nDCG@20", 100.0, 2), ("alignment", "alignment", 1.0, 4), ("uniformity", "uniformity", 1.0, 4),
-            ("mrc_mean", "MRC@10", 1.0, 2))
+            ("mrc_mean", "MRC@10", 1.0, 2), ("mrc@20", "MRC@20", 1.0, 2))
 
 
 def seed_config(template: str, work: str, out: Path, seed: int) -> str:
